@@ -1,0 +1,242 @@
+"""Reductions and normalizations (Many-to-Many)."""
+from __future__ import annotations
+
+import numpy as np
+
+from fusion.ir import expr as E
+from fusion.ops.table import (Algebra, AttrSpec, Mapping, OpDef, const_input, norm_axis, prod,
+                              register)
+
+
+# ---------------------------------------------------------------------------
+# Reduce* family. Canonical form (opset 18): axes is an optional input.
+
+def reduce_axes(node) -> list[int]:
+    x = node.inputs[0]
+    axes = const_input(node, 1)
+    if axes is None and node.input(1) is not None:
+        from fusion.errors import ShapeError
+        raise ShapeError(f"{node.label()}: axes must be a constant")
+    if axes is None or np.asarray(axes).size == 0:
+        if node.attrs.get("noop_with_empty_axes", 0):
+            return []
+        return list(range(x.rank))
+    return sorted({norm_axis(int(a), x.rank, node) for a in np.asarray(axes).reshape(-1)})
+
+
+def _reduce_normalize(node, graph, opset, since_input: int):
+    if opset < since_input and "axes" in node.attrs:
+        axes = node.attrs.pop("axes")
+        while len(node.inputs) < 2:
+            node.inputs.append(None)
+        if axes is not None and len(axes):
+            graph.set_input(node, 1, graph.const(np.array(axes, dtype=np.int64), "axes"))
+    node.attrs.pop("axes", None)
+
+
+def _reduce_shape(node):
+    x = node.inputs[0]
+    axes = reduce_axes(node)
+    keep = node.attrs["keepdims"]
+    out = []
+    for i, d in enumerate(x.shape):
+        if i in axes:
+            if keep:
+                out.append(1)
+        else:
+            out.append(d)
+    return tuple(out)
+
+
+# name -> (combine op over expr, numpy reducer, pre-map, post-map, flops/elem)
+_REDUCE = {
+    "ReduceSum": ("sum", lambda a, ax, k: np.sum(a, axis=ax, keepdims=k), None, None, 1),
+    "ReduceMean": ("sum", lambda a, ax, k: np.mean(a, axis=ax, keepdims=k), None, "mean", 1),
+    "ReduceMax": ("max", None, None, None, 1),
+    "ReduceMin": ("min", None, None, None, 1),
+    "ReduceProd": ("prod", lambda a, ax, k: np.prod(a, axis=ax, keepdims=k), None, None, 1),
+    "ReduceSumSquare": ("sum", lambda a, ax, k: np.sum(a * a, axis=ax, keepdims=k), "square", None, 2),
+    "ReduceL1": ("sum", lambda a, ax, k: np.sum(np.abs(a), axis=ax, keepdims=k), "abs", None, 2),
+    "ReduceL2": ("sum", lambda a, ax, k: np.sqrt(np.sum(a * a, axis=ax, keepdims=k)), "square", "sqrt", 2),
+    "ReduceLogSum": ("sum", lambda a, ax, k: np.log(np.sum(a, axis=ax, keepdims=k)), None, "log", 1),
+    "ReduceLogSumExp": ("sum", None, "exp-shifted", "log-shifted", 3),
+}
+
+
+def _np_reduce(name, a, axes, keep):
+    ax = tuple(axes)
+    if name == "ReduceMax":
+        return np.max(a, axis=ax, keepdims=keep) if a.size else np.full(_shape_after(a.shape, ax, keep), -np.inf if a.dtype.kind == "f" else np.iinfo(a.dtype).min, a.dtype)
+    if name == "ReduceMin":
+        return np.min(a, axis=ax, keepdims=keep) if a.size else np.full(_shape_after(a.shape, ax, keep), np.inf if a.dtype.kind == "f" else np.iinfo(a.dtype).max, a.dtype)
+    if name == "ReduceLogSumExp":
+        m = np.max(a, axis=ax, keepdims=True) if a.size else np.zeros(_shape_after(a.shape, ax, True), a.dtype)
+        m = np.where(np.isfinite(m), m, 0)
+        r = np.log(np.sum(np.exp(a - m), axis=ax, keepdims=True)) + m
+        return r if keep else np.squeeze(r, axis=ax)
+    return _REDUCE[name][1](a, ax, keep)
+
+
+def _shape_after(shape, ax, keep):
+    return tuple(1 if i in ax else d for i, d in enumerate(shape) if keep or i not in ax)
+
+
+def _make_reduce(name):
+    op, _, pre, post, fpe = _REDUCE[name]
+
+    def reference(node, a):
+        axes = reduce_axes(node)
+        x = a[0]
+        if not axes:
+            y = x.copy()
+            if pre == "square": y = x * x
+            elif pre == "abs": y = np.abs(x)
+            elif post == "sqrt": y = np.abs(x)
+            if post == "log": y = np.log(x)
+            return [y.astype(x.dtype)]
+        with np.errstate(all="ignore"):
+            y = _np_reduce(name, x, axes, bool(node.attrs["keepdims"]))
+        return [np.asarray(y).astype(x.dtype)]
+
+    def lower(node, out, read, k=0):
+        x = node.inputs[0]
+        axes = reduce_axes(node)
+        keep = node.attrs["keepdims"]
+        # Map output index to the kept input axes.
+        kept, j = {}, 0
+        for i in range(x.rank):
+            if i in axes:
+                if keep:
+                    j += 1
+            else:
+                kept[i] = out[j]
+                j += 1
+        ext = [int(x.shape[a]) for a in axes]
+
+        def at(r):
+            idx = []
+            for i in range(x.rank):
+                idx.append(r[axes.index(i)] if i in axes else kept[i])
+            return read(0, idx)
+
+        if not axes:
+            v = read(0, list(out))
+            if pre == "square": return v * v
+            if pre == "abs": return E.call("abs", v) if v.dtype.startswith("float") else E.select(E.binary("lt", v, 0), -v, v)
+            if post == "sqrt": return E.call("abs", v)
+            if post == "log": return E.call("log", v)
+            return v
+        if name == "ReduceLogSumExp":
+            mx = E.reduce("max", ext, at)
+            s = E.reduce("sum", ext, lambda r: E.call("exp", at(r) - mx))
+            return E.call("log", s) + mx
+
+        def body(r):
+            v = at(r)
+            if pre == "square":
+                return v * v
+            if pre == "abs":
+                return E.call("abs", v) if v.dtype.startswith("float") else E.select(E.binary("lt", v, 0), -v, v)
+            return v
+
+        acc = E.reduce(op, ext, body)
+        if post == "mean":
+            acc = acc / E.Const(float(prod(ext)), acc.dtype) if acc.dtype.startswith("float") else acc // int(prod(ext))
+        elif post == "sqrt":
+            acc = E.call("sqrt", acc)
+        elif post == "log":
+            acc = E.call("log", acc)
+        return acc
+
+    def normalize(node, graph, opset):
+        _reduce_normalize(node, graph, opset, 13 if name == "ReduceSum" else 18)
+
+    register(OpDef(
+        name, inputs=("data", "axes?"), outputs=("reduced",),
+        attrs={"keepdims": AttrSpec("int", 1), "noop_with_empty_axes": AttrSpec("int", 0)},
+        mapping=Mapping.M2M, infer=lambda node: [(node.inputs[0].dtype, _reduce_shape(node))],
+        reference=reference, lower=lower, normalize=normalize, export_opset=18,
+        flops=lambda node, f=fpe: f * int(prod(node.inputs[0].shape)),
+        category="reduce",
+        algebra=Algebra(),
+    ))
+
+
+for _name in _REDUCE:
+    _make_reduce(_name)
+
+
+# ---------------------------------------------------------------------------
+# Softmax family (opset 13 semantics: one axis)
+
+def _softmax_normalize(node, graph, opset):
+    # Before opset 13 Softmax flattened the input to 2-D at `axis` (default 1).
+    # Where axis is the last dim both meanings agree; otherwise rewrite as
+    # Reshape -> Softmax(axis=-1) -> Reshape.
+    if opset >= 13:
+        return
+    x = node.inputs[0]
+    axis = norm_axis(node.attrs.get("axis", 1), x.rank, node)
+    node.attrs["axis"] = axis
+    if axis == x.rank - 1:
+        return
+    from fusion.ir.graph import Value
+    rows = prod(x.shape[:axis])
+    cols = prod(x.shape[axis:])
+    r1 = graph.add_node("Reshape", [x, graph.const(np.array([rows, cols], np.int64), "shape")], before=node)
+    graph.set_input(node, 0, r1.outputs[0])
+    node.attrs["axis"] = -1
+    # Node's output keeps its name and shape; a fresh 2-D value sits between.
+    y = node.outputs[0]
+    mid = graph.new_value(y.dtype, (rows, cols), name=y.name + "_2d")
+    mid.producer = node
+    node.outputs[0] = mid
+    y.producer = None
+    idx = graph.nodes.index(node)
+    after = graph.nodes[idx + 1] if idx + 1 < len(graph.nodes) else None
+    graph.add_node("Reshape", [mid, graph.const(np.array(x.shape, np.int64), "shape")],
+                   outputs=[y], before=after)
+
+
+def _softmax_ref(kind):
+    def ref(node, a):
+        x = a[0]
+        ax = node.attrs["axis"]
+        m = np.max(x, axis=ax, keepdims=True)
+        e = np.exp(x - m)
+        s = np.sum(e, axis=ax, keepdims=True)
+        if kind == "Softmax":
+            y = e / s
+        elif kind == "LogSoftmax":
+            y = (x - m) - np.log(s)
+        return [y.astype(x.dtype)]
+    return ref
+
+
+def _softmax_lower(kind):
+    def lower(node, out, read, k=0):
+        x = node.inputs[0]
+        ax = norm_axis(node.attrs["axis"], x.rank, node)
+        n = int(x.shape[ax])
+
+        def at(j):
+            idx = list(out)
+            idx[ax] = j
+            return read(0, idx)
+
+        mx = E.reduce("max", [n], lambda r: at(r[0]))
+        s = E.reduce("sum", [n], lambda r: E.call("exp", at(r[0]) - mx))
+        xi = read(0, list(out))
+        if kind == "Softmax":
+            return E.call("exp", xi - mx) / s
+        return (xi - mx) - E.call("log", s)
+    return lower
+
+
+for _kind in ("Softmax", "LogSoftmax"):
+    register(OpDef(
+        _kind, inputs=("input",), outputs=("output",), attrs={"axis": AttrSpec("int", -1)},
+        mapping=Mapping.M2M, infer=lambda node: [(node.inputs[0].dtype, node.inputs[0].shape)],
+        reference=_softmax_ref(_kind), lower=_softmax_lower(_kind), normalize=_softmax_normalize,
+        export_opset=13, flops=lambda node: 5 * int(prod(node.inputs[0].shape)), category="reduce",
+    ))
