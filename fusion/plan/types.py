@@ -30,13 +30,34 @@ class Block:
                 ops.append(n.op)
         return f"b{self.id}_" + "_".join(ops[:4]) + ("_etc" if len(ops) > 4 else "")
 
+    def roles(self) -> dict[int, str]:
+        """{id(node): "prologue" | "anchor" | "epilogue"}: prologue ops feed the
+        anchor (inline them into its reads), epilogue ops consume it (apply
+        them at its store). Without an anchor every op is "epilogue"."""
+        if self.anchor is None:
+            return {id(n): "epilogue" for n in self.nodes}
+        inside = {id(n) for n in self.nodes}
+        up: set[int] = set()
+        stack = [self.anchor]
+        while stack:
+            n = stack.pop()
+            for v in n.all_inputs():
+                p = v.producer
+                if p is not None and id(p) in inside and id(p) not in up:
+                    up.add(id(p))
+                    stack.append(p)
+        return {id(n): "anchor" if n is self.anchor else "prologue" if id(n) in up else "epilogue"
+                for n in self.nodes}
+
     def to_json(self) -> dict:
+        roles = self.roles()
         return {"id": self.id, "name": self.name, "ops": [n.op for n in self.nodes],
                 "nodes": [n.name for n in self.nodes],
                 "anchor": self.anchor.name if self.anchor is not None else None,
                 "class": self.mapping.short, "opaque": self.opaque,
                 "inputs": [v.name for v in self.inputs], "outputs": [v.name for v in self.outputs],
-                "saved_bytes": self.saved_bytes}
+                "saved_bytes": self.saved_bytes,
+                "roles": [roles[id(n)] for n in self.nodes]}
 
 
 @dataclass
@@ -61,6 +82,7 @@ class Plan:
     blocks: list[Block]               # in an order that respects data dependences
     decisions: list[Decision] = field(default_factory=list)
     target: str = "host"
+    stats: dict = field(default_factory=dict)   # planner counters (attempts, merges, seconds)
 
     def block_of(self) -> dict[int, Block]:
         return {id(n): b for b in self.blocks for n in b.nodes}
@@ -69,9 +91,23 @@ class Plan:
     def refused(self) -> list[Decision]:
         return [d for d in self.decisions if not d.fused]
 
+    def intermediate_bytes(self) -> tuple[int, int]:
+        """(before, after): bytes of intermediate results (computed values that
+        are not graph outputs) written to memory unfused, and with this plan
+        (only values crossing block boundaries)."""
+        graph_outs = {id(v) for v in self.graph.outputs}
+
+        def nb(v):
+            return v.nbytes if v.shape is not None and v.is_static and v.dtype is not None else 0
+        before = sum(nb(v) for n in self.graph.nodes for v in n.outputs if id(v) not in graph_outs)
+        after = sum(nb(v) for b in self.blocks for v in b.outputs if id(v) not in graph_outs)
+        return before, after
+
     def to_json(self) -> dict:
+        before, after = self.intermediate_bytes()
         return {"nodes": len(self.graph.nodes), "blocks": len(self.blocks), "target": self.target,
                 "fusion_rate": round(len(self.graph.nodes) / max(len(self.blocks), 1), 3),
+                "intermediate_bytes": {"before": before, "after": after}, "stats": dict(self.stats),
                 "refused": [d.to_json() for d in self.refused],
                 "fused": [d.to_json() for d in self.decisions if d.fused],
                 "blocks_detail": [b.to_json() for b in self.blocks]}
