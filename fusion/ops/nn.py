@@ -1,0 +1,2 @@
+"""Neural-network ops: BatchNormalization, normalization layers, Dropout."""
+from __future__ import annotations

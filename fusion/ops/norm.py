@@ -1,0 +1,2 @@
+"""Normalization ops: LayerNormalization, InstanceNormalization, GroupNormalization, LpNormalization."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""Pooling ops: MaxPool, AveragePool, global and Lp pooling."""
+from __future__ import annotations
