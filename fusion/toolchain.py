@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 
 from fusion.errors import ToolchainError
@@ -55,16 +57,19 @@ def host_flags(target: Target) -> list[str]:
 
 def compile_shared(sources: list[str], out_path: str, target: Target | str = "host",
                    extra_flags: list[str] | None = None, libs: list[str] | None = None) -> BuildResult:
-    """Build C sources into a shared library for `target`.
-
-    Only the host is handled here for now; cross targets (linux-arm64,
-    android-arm64) extend this function, so callers never pick compilers."""
-    import time
+    """Build C sources into a shared library for `target` (host, linux-arm64,
+    android-arm64). Callers never pick compilers: the target decides."""
     t = get_target(target) if isinstance(target, str) else target
-    if t.name != "host" and t.kind == "cpu":
-        raise ToolchainError(f"no cross toolchain for target '{t.name}' in this build of fusion")
+    if t.kind == "cpu" and t.arch == "aarch64" and platform.machine() not in ("aarch64", "arm64"):
+        from fusion.device import cross
+        return cross.compile_shared(sources, out_path, t, extra_flags, libs)
     cmd = [host_cc(), *host_flags(t), "-shared", *(extra_flags or []), "-o", out_path, *sources,
            *(libs if libs is not None else ["-lm"])]
+    return run_build(cmd, out_path)
+
+
+def run_build(cmd: list[str], out_path: str) -> BuildResult:
+    """Run a compiler/linker command; a failure becomes a ToolchainError."""
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
