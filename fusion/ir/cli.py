@@ -1,4 +1,4 @@
-"""`fusion inspect` and `fusion ops`."""
+"""`fusion inspect`, `fusion ops` and `fusion conformance`."""
 from __future__ import annotations
 
 from fusion.cliutil import add_model_arguments, load_model, print_json
@@ -14,6 +14,18 @@ def register(sub) -> None:
     p = sub.add_parser("ops", help="list the op table: every supported op with its class and properties")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ops)
+
+    from fusion.backend import CATEGORIES
+    p = sub.add_parser("conformance", help="run the ONNX backend test suite through fusion: passed/failed/skipped "
+                                           "per category, failures grouped by op")
+    p.add_argument("--json", action="store_true", help="machine-readable results")
+    p.add_argument("--executor", default="interpreter", choices=["interpreter", "compiled"],
+                   help="how fusion runs each model (default: the reference interpreter)")
+    p.add_argument("--category", action="append", choices=list(CATEGORIES),
+                   help="suite category to run (repeatable; default: all local ones)")
+    p.add_argument("-k", dest="pattern", metavar="REGEX", help="only tests whose name matches")
+    p.add_argument("--list", action="store_true", help="also list every failing and skipped test")
+    p.set_defaults(func=cmd_conformance)
 
 
 def _fmt_count(n: float) -> str:
@@ -69,4 +81,43 @@ def cmd_ops(args) -> int:
     for r in rows:
         print(f"{r['op']:<28} {r['category']:<12} {r['mapping']:<9} {'opaque ' if r['opaque'] else ''}{', '.join(r['properties'])}")
     print(f"{len(rows)} ops")
+    return 0
+
+
+def cmd_conformance(args) -> int:
+    from fusion.backend import CATEGORIES, run_suite, summarize
+    from fusion.cliutil import Progress
+    cats = args.category or list(CATEGORIES)
+    prog = Progress(1, "conformance")
+
+    def step(i, n, name):
+        prog.total = n
+        prog.step(name)
+    results = run_suite(cats, executor=args.executor, pattern=args.pattern, progress=step)
+    prog.done()
+    s = summarize(results)
+    if args.json:
+        s["executor"] = args.executor
+        s["tests"] = [{"category": r.category, "name": r.name, "status": r.status, "ops": r.ops,
+                       "reason": r.reason} for r in results]
+        print_json(s)
+        return 0
+    print(f"ONNX backend test suite through fusion (executor: {args.executor})")
+    print(f"{'category':<20}{'passed':>8}{'failed':>8}{'skipped':>9}{'total':>8}")
+    for cat, c in list(s["categories"].items()) + [("all", s["total"])]:
+        print(f"{cat:<20}{c['passed']:>8}{c['failed']:>8}{c['skipped']:>9}{c['total']:>8}")
+    if s["failures_by_op"]:
+        print("\nfailures by op:")
+        for op, items in s["failures_by_op"].items():
+            reasons = sorted({i["reason"] for i in items})
+            print(f"  {op} ({len(items)}): {reasons[0][:150]}" + (f"  (+{len(reasons) - 1} other reasons)" if len(reasons) > 1 else ""))
+            if args.list:
+                for i in items:
+                    print(f"      {i['test']}: {i['reason'][:200]}")
+    if s["skips_by_reason"]:
+        print("\nskipped by reason:")
+        for reason, names in s["skips_by_reason"].items():
+            print(f"  {len(names):>4}  {reason}")
+            if args.list:
+                print("        " + ", ".join(names))
     return 0

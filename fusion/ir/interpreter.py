@@ -88,6 +88,8 @@ def _run(g: Graph, args: list, env: dict, keep: bool) -> dict[str, np.ndarray]:
             a = np.asarray(a)
             if v.dtype is not None and a.dtype != v.dtype and a.dtype != object:
                 a = a.astype(v.dtype)
+            if a.shape == (1,) and v.shape == ():
+                a = a.reshape(())  # np.ascontiguousarray turns a 0-d result into shape (1,)
             env[id(v)] = a
         if not keep:
             for v in n.all_inputs():

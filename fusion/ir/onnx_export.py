@@ -104,7 +104,7 @@ def _tensor(v: Value) -> onnx.TensorProto:
     a = v.const
     if a.dtype == object:
         return helper.make_tensor(v.name, TensorProto.STRING, a.shape, [str(x).encode() for x in a.ravel()])
-    return numpy_helper.from_array(np.ascontiguousarray(a), v.name)
+    return numpy_helper.from_array(a if a.flags.c_contiguous else a.copy(order="C"), v.name)
 
 
 def export_opset(g: Graph) -> int:

@@ -22,7 +22,9 @@ from fusion.errors import FusionError, ModelFileError, ShapeError, UnsupportedOp
 from fusion.ir.graph import Graph, Node, Value
 from fusion.ir import dtypes
 
-MIN_OPSET = 7
+# Opsets 1-6 spell few ops differently from 7 and each op's `normalize`
+# handles its own old forms, so they are accepted too.
+MIN_OPSET = 1
 
 
 def max_opset() -> int:
@@ -154,8 +156,8 @@ def bind_shapes(model: onnx.ModelProto, shapes: TMapping[str, Sequence[int] | in
             if t.HasField("shape") and len(t.shape.dim) != len(dims):
                 raise ShapeError(f"{where}: input '{k}' has rank {len(t.shape.dim)}, --shape gave {len(dims)} dims ({'x'.join(map(str, dims))})")
             for j, d in enumerate(dims):
-                if d <= 0:
-                    raise ShapeError(f"{where}: --shape {k}: dimension {j} must be positive, got {d}")
+                if d < 0:
+                    raise ShapeError(f"{where}: --shape {k}: dimension {j} must not be negative, got {d}")
                 if t.HasField("shape") and t.shape.dim[j].HasField("dim_value") and t.shape.dim[j].dim_value != d:
                     raise ShapeError(f"{where}: input '{k}' has fixed dim {j} = {t.shape.dim[j].dim_value}, --shape gave {d}")
             t.shape.Clear()
@@ -224,7 +226,7 @@ def tensor_to_numpy(t: TensorProto, where: str) -> np.ndarray:
         raise ModelFileError(f"{where}: tensor '{t.name}' is malformed: {e}") from None
     if a.dtype.kind not in "fiub" and a.dtype != object:
         raise UnsupportedOpError(f"{where}: tensor '{t.name}' has element type {a.dtype}, not supported")
-    return np.ascontiguousarray(a)
+    return a if a.flags.c_contiguous else a.copy(order="C")  # ascontiguousarray would make a 0-d tensor 1-d
 
 
 def _dim(d, fresh) -> int | sympy.Symbol:
@@ -266,7 +268,11 @@ class _Importer:
     def check_opset(self):
         v = self.opsets.get("")
         if v is None:
-            raise UnsupportedOpError(f"{self.where}: the model declares no ONNX opset (opset_import has no default domain)")
+            # Legal when every node is in another domain (ai.onnx.preview.training, ...).
+            if any(n.domain in ("", "ai.onnx") for n in self.model.graph.node):
+                raise UnsupportedOpError(f"{self.where}: the model declares no ONNX opset (opset_import has no default "
+                                         f"domain) but uses ONNX ops")
+            self.opsets[""] = v = max_opset()
         if v < MIN_OPSET or v > max_opset():
             raise UnsupportedOpError(f"{self.where}: model uses ONNX opset {v}; fusion supports opsets "
                                      f"{MIN_OPSET} to {max_opset()} (convert with onnx.version_converter)")
@@ -288,10 +294,17 @@ class _Importer:
                 continue  # old IR: initializers listed as inputs act as constants
             if vi.name in g.values:
                 raise ModelFileError(f"{where}: graph input '{vi.name}' is declared twice")
-            dt, shape = _type_of(vi.type, self.fresh)
-            if dt is None and vi.type.HasField("tensor_type"):
+            tp = vi.type
+            if parent is not None and tp.WhichOneof("value") is None:
+                # A subgraph input may leave its type to the enclosing op (Loop/Scan bodies).
+                tp = types.get(vi.name, tp)
+                if tp.WhichOneof("value") is None:
+                    g.add_input(vi.name, None, None)
+                    continue
+            dt, shape = _type_of(tp, self.fresh)
+            if dt is None and tp.HasField("tensor_type"):
                 raise UnsupportedOpError(f"{where}: input '{vi.name}' has an unsupported element type")
-            if not vi.type.HasField("tensor_type"):
+            if not tp.HasField("tensor_type"):
                 raise UnsupportedOpError(f"{where}: input '{vi.name}' is not a tensor (sequences/maps are not supported)")
             g.add_input(vi.name, dt, shape if shape is not None else ())
         for name, t in inits.items():

@@ -21,10 +21,19 @@ def _prod(shape):
 
 def elementwise_mapping(node) -> Mapping:
     out = node.outputs[0].shape
-    for v in node.inputs:
-        if v is not None and tuple(v.shape) != tuple(out):
-            return Mapping.O2M  # broadcasting: one input element feeds many outputs
-    return Mapping.O2O
+    ins = [v for v in node.inputs if v is not None]
+    if all(tuple(v.shape) == tuple(out) for v in ins):
+        return Mapping.O2O
+    if any(_size(v.shape) != _size(out) for v in ins):
+        return Mapping.O2M  # broadcasting: one input element feeds many outputs
+    return Mapping.REORG    # only leading unit dims differ: same elements, new shape
+
+
+def _size(shape):
+    try:
+        return int(_prod(shape))
+    except TypeError:  # symbolic dims
+        return _prod(shape)
 
 
 def _make_infer(out_dtype):
@@ -290,7 +299,7 @@ def _cast_scalar(m, x, to=1, saturate=1, round_mode="up"):
 
 elementwise("Cast", 1, _cast_scalar, out_dtype=_cast_dtype, attrs={"to": AttrSpec("int", REQUIRED),
             "saturate": AttrSpec("int", 1), "round_mode": AttrSpec("string", "up")}, inputs=("input",), flops=0)
-elementwise("CastLike", 2, lambda m, x, like: m.cast(x, m.dtype_of(like)) if m.dtype_of(like) != "bool" else m.ne(x, m.const(0, x)),
+elementwise("CastLike", 2, lambda m, x, like, saturate=1, round_mode="up": m.cast(x, m.dtype_of(like)) if m.dtype_of(like) != "bool" else m.ne(x, m.const(0, x)),
             out_dtype=lambda node, ins: ins[1].dtype, attrs={"saturate": AttrSpec("int", 1), "round_mode": AttrSpec("string", "up")},
             flops=0)
 elementwise("Identity", 1, lambda m, x: x, flops=0, algebra=Algebra(idempotent=True))

@@ -1,2 +1,576 @@
-"""Data movement as index arithmetic: Slice, Split, Pad, Tile, Expand, Resize, DepthToSpace, SpaceToDepth."""
+"""Data-movement ops that are pure index arithmetic: Expand, Tile, Pad, Trilu,
+DepthToSpace, SpaceToDepth, Resize, Upsample."""
 from __future__ import annotations
+
+import numpy as np
+
+from fusion.errors import ShapeError, UnsupportedOpError
+from fusion.ir import expr as E
+from fusion.ops.table import (AttrSpec, Mapping, OpDef, attr_to_input, broadcast_shapes, const_input,
+                              norm_axis, prod, register, require_const)
+
+
+def _size_class(node):
+    """Expand/Tile: One-to-Many when elements are repeated, else a copy (or a reshape)."""
+    x, y = node.inputs[0], node.outputs[0]
+    if int(prod(y.shape)) > int(prod(x.shape)):
+        return Mapping.O2M
+    return Mapping.O2O if tuple(x.shape) == tuple(y.shape) else Mapping.REORG
+
+
+# ---------------------------------------------------------------------------
+# Expand: bidirectional broadcast to `shape`
+
+def _expand_infer(node):
+    from fusion.ops.shape import shape_spec
+    x = node.inputs[0]
+    s = shape_spec(node, 1, "shape")
+    return [(x.dtype, broadcast_shapes(x.shape, s, who=f"{node.label()}: "))]
+
+
+register(OpDef(
+    "Expand", inputs=("input", "shape"), since=8, mapping=_size_class, infer=_expand_infer,
+    reference=lambda node, a: [np.array(np.broadcast_to(a[0], np.broadcast_shapes(a[0].shape, tuple(int(d) for d in a[1]))))],
+    lower=lambda node, out, read, k=0: read(0, E.broadcast_index(out, node.inputs[0].shape)),
+    category="movement",
+))
+
+
+# ---------------------------------------------------------------------------
+# Tile
+
+def _repeats(node):
+    r = [int(v) for v in np.asarray(require_const(node, 1, "repeats")).reshape(-1)]
+    if len(r) != node.inputs[0].rank or any(v < 0 for v in r):
+        raise ShapeError(f"{node.label()}: repeats {r} must have one non-negative entry per input axis")
+    return r
+
+
+register(OpDef(
+    "Tile", inputs=("input", "repeats"), mapping=_size_class,
+    infer=lambda node: [(node.inputs[0].dtype, tuple(d * r for d, r in zip(node.inputs[0].shape, _repeats(node))))],
+    reference=lambda node, a: [np.tile(a[0], _repeats(node))],
+    lower=lambda node, out, read, k=0: read(0, [o % int(d) if r > 1 else o for o, d, r in
+                                                zip(out, node.inputs[0].shape, _repeats(node))]),
+    category="movement",
+))
+
+
+# ---------------------------------------------------------------------------
+# Pad (opset 11+ form: pads, constant_value and axes are inputs)
+
+def _pad_normalize(node, graph, opset):
+    if opset < 11:
+        dt = node.inputs[0].dtype
+        attr_to_input(node, graph, "pads", 1)
+        val = node.attrs.pop("value", 0.0)
+        if val:
+            while len(node.inputs) < 3:
+                node.inputs.append(None)
+            graph.set_input(node, 2, graph.const(np.array(val, dtype=dt), "pad_value"))
+
+
+def pad_amounts(node):
+    """(begin, end) per axis; negative values crop."""
+    x = node.inputs[0]
+    p = [int(v) for v in np.asarray(require_const(node, 1, "pads")).reshape(-1)]
+    axes = const_input(node, 3)
+    if axes is None and node.input(3) is not None:
+        raise ShapeError(f"{node.label()}: Pad axes must be a constant")
+    axes = list(range(x.rank)) if axes is None else [norm_axis(int(a), x.rank, node) for a in np.asarray(axes).reshape(-1)]
+    if len(p) != 2 * len(axes):
+        raise ShapeError(f"{node.label()}: pads has {len(p)} values, expected {2 * len(axes)}")
+    begin, end = [0] * x.rank, [0] * x.rank
+    for i, a in enumerate(axes):
+        begin[a], end[a] = p[i], p[i + len(axes)]
+    return begin, end
+
+
+def _pad_value(node):
+    v = node.input(2)
+    if v is None:
+        return 0
+    c = const_input(node, 2)
+    return None if c is None else np.asarray(c).reshape(-1)[0].item() if np.asarray(c).size else 0
+
+
+def _pad_infer(node):
+    x = node.inputs[0]
+    b, e = pad_amounts(node)
+    return [(x.dtype, tuple(d + p + q for d, p, q in zip(x.shape, b, e)))]
+
+
+def _pad_reference(node, a):
+    x = a[0]
+    b, e = pad_amounts(node)
+    mode = node.attrs["mode"]
+    crop = tuple(slice(max(-p, 0), d - max(-q, 0)) for d, p, q in zip(x.shape, b, e))
+    x = x[crop]
+    widths = [(max(p, 0), max(q, 0)) for p, q in zip(b, e)]
+    if mode == "constant":
+        val = a[2].reshape(-1)[0] if len(a) > 2 and a[2] is not None and a[2].size else 0
+        return [np.pad(x, widths, mode="constant", constant_values=val)]
+    if mode not in ("reflect", "edge", "wrap"):
+        raise UnsupportedOpError(f"{node.label()}: Pad mode '{mode}' is not one of constant, reflect, edge, wrap")
+    return [np.pad(x, widths, mode=mode)]
+
+
+def _pad_lower(node, out, read, k=0):
+    x = node.inputs[0]
+    b, _ = pad_amounts(node)
+    mode = node.attrs["mode"]
+    pos = [o - p for o, p in zip(out, b)]
+    dims = [int(d) for d in x.shape]
+    if mode == "constant":
+        inside = E.Const(True)
+        for p_, d in zip(pos, dims):
+            inside = E.binary("and", inside, E.binary("and", E.binary("ge", p_, 0), E.binary("lt", p_, d)))
+        v = read(0, pos)
+        val = _pad_value(node)
+        fill = E.cast(read(2, []), v.dtype) if val is None else E.Const(val, v.dtype)
+        return E.select(inside, v, fill)
+    idx = []
+    for p_, d in zip(pos, dims):
+        if mode == "edge":
+            idx.append(E.binary("min", E.binary("max", p_, 0), d - 1))
+        elif mode == "wrap":
+            idx.append(p_ % d)
+        else:  # reflect (pads smaller than the dim)
+            r = E.select(E.binary("lt", p_, 0), -p_, p_)
+            idx.append(E.select(E.binary("ge", r, d), 2 * (d - 1) - r, r) if d > 1 else E.Const(0))
+    return read(0, idx)
+
+
+def _pad_mapping(node):
+    b, e = pad_amounts(node)
+    grows = any(p > 0 for p in b + e)
+    if not grows:
+        return Mapping.O2O
+    if node.attrs["mode"] == "constant":
+        # the fill value is read by every padded element unless it is a constant
+        n_pad = int(prod(node.outputs[0].shape)) - int(prod([d + min(p, 0) + min(q, 0) for d, p, q in
+                                                              zip(node.inputs[0].shape, b, e)]))
+        return Mapping.O2M if _pad_value(node) is None and n_pad > 1 else Mapping.O2O
+    return Mapping.O2M  # edge/reflect/wrap read border elements several times
+
+
+register(OpDef(
+    "Pad", inputs=("data", "pads", "constant_value?", "axes?"), outputs=("output",),
+    attrs={"mode": AttrSpec("string", "constant")},
+    mapping=_pad_mapping, infer=_pad_infer, reference=_pad_reference, lower=_pad_lower,
+    normalize=_pad_normalize, export_opset=11, category="movement",
+))
+
+
+# ---------------------------------------------------------------------------
+# Trilu: keep the upper (or lower) triangle of the last two axes
+
+def _trilu_k(node):
+    if node.input(1) is None:
+        return 0
+    return int(np.asarray(require_const(node, 1, "k")).reshape(-1)[0])
+
+
+def _trilu_reference(node, a):
+    x = a[0]
+    kk = int(np.asarray(a[1]).reshape(-1)[0]) if len(a) > 1 and a[1] is not None else 0
+    return [np.triu(x, kk) if node.attrs["upper"] else np.tril(x, kk)]
+
+
+def _trilu_lower(node, out, read, k=0):
+    i, j = out[-2], out[-1]
+    # k computed at run time: a data-dependent condition
+    kk = _trilu_k(node) if node.input(1) is None or const_input(node, 1) is not None else \
+        E.cast(read(1, [E.Const(0)] * node.inputs[1].rank), "int64")
+    keep = E.binary("ge", j - i, kk) if node.attrs["upper"] else E.binary("le", j - i, kk)
+    v = read(0, list(out))
+    return E.select(keep, v, E.Const(0, v.dtype) if v.dtype != "bool" else E.Const(False))
+
+
+register(OpDef(
+    "Trilu", inputs=("input", "k?"), since=14, attrs={"upper": AttrSpec("int", 1)},
+    mapping=lambda node: Mapping.O2O if node.input(1) is None or const_input(node, 1) is not None
+    or int(prod(node.outputs[0].shape)) <= 1 else Mapping.O2M,   # a run-time k is read by every element
+    infer=lambda node: [(node.inputs[0].dtype, node.inputs[0].shape)],
+    reference=_trilu_reference, lower=_trilu_lower, category="movement",
+))
+
+
+# ---------------------------------------------------------------------------
+# DepthToSpace / SpaceToDepth: channel blocks <-> spatial blocks (Shuffle)
+
+def _d2s_infer(node):
+    x = node.inputs[0]
+    b = int(node.attrs["blocksize"])
+    if x.rank != 4 or (isinstance(x.shape[1], int) and x.shape[1] % (b * b)):
+        raise ShapeError(f"{node.label()}: needs a 4-D input with channels divisible by {b * b}, got {list(x.shape)}")
+    n, c, h, w = x.shape
+    return [(x.dtype, (n, c // (b * b), h * b, w * b))]
+
+
+def _d2s_reference(node, a):
+    x = a[0]
+    b = int(node.attrs["blocksize"])
+    n, c, h, w = x.shape
+    if node.attrs["mode"] == "CRD":
+        t = x.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
+    else:
+        t = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
+    return [np.ascontiguousarray(t.reshape(n, c // (b * b), h * b, w * b))]
+
+
+def _d2s_lower(node, out, read, k=0):
+    b = int(node.attrs["blocksize"])
+    c2 = int(node.outputs[0].shape[1])
+    n, c, h, w = out
+    bh, bw = h % b, w % b
+    ch = c * (b * b) + bh * b + bw if node.attrs["mode"] == "CRD" else (bh * b + bw) * c2 + c
+    return read(0, [n, ch, h // b, w // b])
+
+
+def _d2s_mapping(node):
+    x = node.inputs[0]
+    b = int(node.attrs["blocksize"])
+    _, c, h, w = (int(d) for d in x.shape)
+    if b == 1:
+        return Mapping.O2O
+    # With 1x1 spatial input the element order may survive: then it is a reshape.
+    if h == 1 and w == 1 and (node.attrs.get("mode", "DCR") == "CRD" or c == b * b):
+        return Mapping.REORG
+    return Mapping.SHUFFLE
+
+
+register(OpDef(
+    "DepthToSpace", inputs=("input",), outputs=("output",),
+    attrs={"blocksize": AttrSpec("int", 2), "mode": AttrSpec("string", "DCR")},
+    mapping=_d2s_mapping, infer=_d2s_infer, reference=_d2s_reference, lower=_d2s_lower, category="movement",
+))
+
+
+def _s2d_infer(node):
+    x = node.inputs[0]
+    b = int(node.attrs["blocksize"])
+    if x.rank != 4 or any(isinstance(d, int) and d % b for d in x.shape[2:]):
+        raise ShapeError(f"{node.label()}: needs a 4-D input with H and W divisible by {b}, got {list(x.shape)}")
+    n, c, h, w = x.shape
+    return [(x.dtype, (n, c * b * b, h // b, w // b))]
+
+
+def _s2d_reference(node, a):
+    x = a[0]
+    b = int(node.attrs["blocksize"])
+    n, c, h, w = x.shape
+    t = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
+    return [np.ascontiguousarray(t.reshape(n, c * b * b, h // b, w // b))]
+
+
+def _s2d_lower(node, out, read, k=0):
+    b = int(node.attrs["blocksize"])
+    c = int(node.inputs[0].shape[1])
+    n, oc, h, w = out
+    q = oc // c
+    return read(0, [n, oc % c, h * b + q // b, w * b + q % b])
+
+
+def _s2d_mapping(node):
+    b = int(node.attrs["blocksize"])
+    _, c, h, w = (int(d) for d in node.outputs[0].shape)
+    if b == 1:
+        return Mapping.O2O
+    return Mapping.REORG if h == 1 and w == 1 and c == b * b else Mapping.SHUFFLE
+
+
+register(OpDef(
+    "SpaceToDepth", inputs=("input",), outputs=("output",), attrs={"blocksize": AttrSpec("int", 2)},
+    mapping=_s2d_mapping, infer=_s2d_infer, reference=_s2d_reference, lower=_s2d_lower, category="movement",
+))
+
+
+# ---------------------------------------------------------------------------
+# Resize (opset 11+ form) and Upsample. Every resized axis contributes taps
+# (index, weight): nearest 1, linear 2, cubic 4; an output element is the
+# weighted sum over all tap combinations. The tap formulas are written once
+# over a small namespace (numpy for the reference, expr for `lower`).
+
+class _NpM:
+    f = staticmethod(np.float32)
+    floor = staticmethod(np.floor)
+    ceil = staticmethod(np.ceil)
+    where = staticmethod(np.where)
+    imin = staticmethod(np.minimum)
+    imax = staticmethod(np.maximum)
+    abs = staticmethod(np.abs)
+    lt = staticmethod(np.less)
+    gt = staticmethod(np.greater)
+    eq = staticmethod(np.equal)
+    or_ = staticmethod(np.logical_or)
+
+    @staticmethod
+    def to_f(x): return np.asarray(x).astype(np.float32)
+
+    @staticmethod
+    def to_i(x): return np.asarray(x).astype(np.int64)
+
+
+class _ExM:
+    f = staticmethod(lambda v: E.Const(float(v), "float32"))
+    floor = staticmethod(lambda x: E.call("floor", x))
+    ceil = staticmethod(lambda x: E.call("ceil", x))
+    where = staticmethod(E.select)
+    imin = staticmethod(lambda a, b: E.binary("min", a, b))
+    imax = staticmethod(lambda a, b: E.binary("max", a, b))
+    abs = staticmethod(lambda x: E.call("abs", x))
+    lt = staticmethod(lambda a, b: E.binary("lt", a, b))
+    gt = staticmethod(lambda a, b: E.binary("gt", a, b))
+    eq = staticmethod(lambda a, b: E.binary("eq", a, b))
+    or_ = staticmethod(lambda a, b: E.binary("or", a, b))
+
+    @staticmethod
+    def to_f(x): return E.cast(x, "float32")
+
+    @staticmethod
+    def to_i(x): return E.cast(x, "int64")
+
+
+def _resize_normalize(node, graph, opset):
+    if opset < 11:  # Resize-10: (X, scales), asymmetric coordinates, nearest rounds down
+        scales = node.inputs[1]
+        graph.set_input(node, 1, None)
+        node.inputs.append(None)
+        graph.set_input(node, 2, scales)
+        node.attrs.setdefault("coordinate_transformation_mode", "asymmetric")
+        node.attrs.setdefault("nearest_mode", "floor")
+
+
+def _upsample_normalize(node, graph, opset):
+    if opset < 9:
+        attr_to_input(node, graph, "scales", 1, dtype=np.float32)
+
+
+def resize_plan(node):
+    """Per axis: (in_len, out_len, scale, roi_start, roi_end); scale 1 and in == out: untouched."""
+    x = node.inputs[0]
+    r = x.rank
+    up = node.op == "Upsample"
+    si, zi = (1, None) if up else (2, 3)
+    scales = const_input(node, si)
+    sizes = const_input(node, zi) if zi is not None else None
+    if scales is not None and np.asarray(scales).size == 0:
+        scales = None
+    if sizes is not None and np.asarray(sizes).size == 0:
+        sizes = None
+    if scales is None and sizes is None:
+        which = node.input(si) if node.input(si) is not None else (node.input(zi) if zi else None)
+        raise ShapeError(f"{node.label()}: Resize needs constant scales or sizes"
+                         + (f" ('{which.name}' is computed at run time)" if which is not None else ""))
+    axes = node.attrs.get("axes") or list(range(r))
+    axes = [norm_axis(a, r, node) for a in axes]
+    in_sp = [x.shape[a] for a in axes]
+    if not all(isinstance(d, int) for d in in_sp):
+        raise ShapeError(f"{node.label()}: Resize needs static input dims, got {list(x.shape)}; bind them with --shape")
+    if sizes is not None:
+        sz = [int(v) for v in np.asarray(sizes).reshape(-1)]
+        policy = node.attrs.get("keep_aspect_ratio_policy", "stretch")
+        sc = [np.float32(o) / np.float32(i) for o, i in zip(sz, in_sp)]
+        if policy in ("not_larger", "not_smaller"):
+            s = min(sc) if policy == "not_larger" else max(sc)
+            sc = [np.float32(s)] * len(sc)
+            sz = [int(np.floor(i * s + 0.5)) for i in in_sp]
+    else:
+        sc = [np.float32(v) for v in np.asarray(scales).reshape(-1)]
+        sz = [int(np.floor(np.float32(i) * s)) for i, s in zip(in_sp, sc)]
+    if len(sc) != len(axes):
+        raise ShapeError(f"{node.label()}: {len(sc)} scales/sizes for {len(axes)} axes")
+    roi = const_input(node, 1) if not up and node.input(1) is not None else None
+    if roi is None and not up and node.input(1) is not None and \
+            node.attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize":
+        raise ShapeError(f"{node.label()}: Resize roi must be a constant")
+    plan = [(d, d, np.float32(1), 0.0, 1.0) for d in x.shape]
+    for j, a in enumerate(axes):
+        rs, re_ = 0.0, 1.0
+        if roi is not None and np.asarray(roi).size:
+            rv = np.asarray(roi, dtype=np.float32).reshape(-1)
+            rs, re_ = float(rv[j]), float(rv[j + len(axes)])
+        plan[a] = (in_sp[j], sz[j], sc[j], rs, re_)
+    return plan
+
+
+def _taps(M, o, in_len, out_len, scale, rs, re_, attrs):
+    """[(index, weight, inside)] for output coordinate o along one axis."""
+    mode = attrs["mode"]
+    ct = attrs.get("coordinate_transformation_mode", "half_pixel")
+    of = M.to_f(o)
+    half = M.f(0.5)
+    sc = M.f(scale)
+    if ct == "asymmetric":
+        x = of / sc
+    elif ct == "align_corners":
+        x = of * M.f((in_len - 1) / (out_len - 1)) if out_len > 1 else of * M.f(0)
+    elif ct == "pytorch_half_pixel":
+        x = (of + half) / sc - half if out_len > 1 else of * M.f(0)
+    elif ct == "half_pixel_symmetric":
+        adj = M.f(np.float32(out_len) / (np.float32(scale) * np.float32(in_len)))
+        off = M.f(in_len / 2.0) * (M.f(1) - adj)
+        x = off + (of + half) / sc - half
+    elif ct == "tf_crop_and_resize":
+        if out_len > 1:
+            x = M.f(rs * (in_len - 1)) + of * M.f((re_ - rs) * (in_len - 1) / (out_len - 1))
+        else:
+            x = of * M.f(0) + M.f(0.5 * (rs + re_) * (in_len - 1))
+    elif ct == "half_pixel":
+        x = (of + half) / sc - half
+    else:
+        raise UnsupportedOpError(f"Resize coordinate_transformation_mode '{ct}' is not supported")
+    inside = None
+    if ct == "tf_crop_and_resize":
+        inside = M.or_(M.lt(x, M.f(0)), M.gt(x, M.f(in_len - 1)))   # True: outside (extrapolate)
+    hi = in_len - 1
+    if mode == "nearest":
+        nm = attrs.get("nearest_mode", "round_prefer_floor")
+        if nm == "round_prefer_floor":
+            i = M.ceil(x - half)
+        elif nm == "round_prefer_ceil":
+            i = M.floor(x + half)
+        elif nm == "floor":
+            i = M.floor(x)
+        elif nm == "ceil":
+            i = M.ceil(x)
+        else:
+            raise UnsupportedOpError(f"Resize nearest_mode '{nm}' is not supported")
+        return [(M.imin(M.imax(M.to_i(i), 0), hi), None)], inside
+    if mode == "linear":
+        xc = M.imin(M.imax(x, M.f(0)), M.f(hi))
+        i0 = M.imin(M.to_i(xc), hi)
+        i1 = M.imin(i0 + 1, hi)
+        d0 = M.abs(xc - M.to_f(i0))
+        d1 = M.abs(xc - M.to_f(i1))
+        same = M.eq(i0, i1)
+        w0 = M.where(same, M.f(0.5), d1)
+        w1 = M.where(same, M.f(0.5), d0)
+        return [(i0, w0), (i1, w1)], inside
+    if mode == "cubic":
+        a = float(attrs.get("cubic_coeff_a", -0.75))
+        fl = M.floor(x)
+        t = x - fl
+        base = M.to_i(fl)
+        ws = []
+        for off, s in ((-1, t + M.f(1)), (0, t), (1, M.f(1) - t), (2, M.f(2) - t)):
+            if off in (0, 1):
+                w = ((M.f(a + 2) * s - M.f(a + 3)) * s) * s + M.f(1)
+            else:
+                w = ((M.f(a) * s - M.f(5 * a)) * s + M.f(8 * a)) * s - M.f(4 * a)
+            ws.append((base + off, w))
+        if attrs.get("exclude_outside", 0):
+            ok = [M.where(M.or_(M.lt(i, 0), M.gt(i, hi)), M.f(0), w) for i, w in ws]
+            tot = ok[0] + ok[1] + ok[2] + ok[3]
+            ws = [(i, w / tot) for (i, _), w in zip(ws, ok)]
+        return [(M.imin(M.imax(i, 0), hi), w) for i, w in ws], inside
+    raise UnsupportedOpError(f"Resize mode '{mode}' is not supported")
+
+
+def _resize_attrs(node):
+    a = dict(node.attrs)
+    if node.op == "Upsample":
+        a["coordinate_transformation_mode"] = "asymmetric"
+        a["nearest_mode"] = "floor"
+    if a.get("mode") == "bilinear":
+        a["mode"] = "linear"
+    if a.get("antialias", 0) and any(s < 1 for _, _, s, _, _ in resize_plan(node)):
+        raise UnsupportedOpError(f"{node.label()}: Resize with antialias=1 when downscaling is not supported")
+    return a
+
+
+def _resize_infer(node):
+    x = node.inputs[0]
+    return [(x.dtype, tuple(p[1] if p[0] != p[1] or p[2] != 1 else d for p, d in zip(resize_plan(node), x.shape)))]
+
+
+def _resize_reference(node, a):
+    x = a[0]
+    attrs = _resize_attrs(node)
+    y = x.astype(np.float64) if attrs["mode"] != "nearest" else x
+    outside_any = None
+    for ax, (n_in, n_out, sc, rs, re_) in enumerate(resize_plan(node)):
+        if n_in == n_out and sc == 1 and attrs.get("coordinate_transformation_mode") != "tf_crop_and_resize":
+            continue
+        o = np.arange(n_out)
+        taps, outside = _taps(_NpM, o, n_in, n_out, sc, rs, re_, attrs)
+        if taps[0][1] is None:
+            y = np.take(y, taps[0][0], axis=ax)
+        else:
+            acc = 0
+            for i, w in taps:
+                sh = [1] * y.ndim
+                sh[ax] = n_out
+                acc = acc + np.take(y, i, axis=ax) * np.asarray(w, np.float64).reshape(sh)
+            y = acc
+        if outside is not None:
+            sh = [1] * x.ndim
+            sh[ax] = n_out
+            m = np.asarray(outside).reshape(sh)
+            outside_any = m if outside_any is None else (outside_any | m)
+    if outside_any is not None:
+        y = np.where(np.broadcast_to(outside_any, y.shape), attrs.get("extrapolation_value", 0.0), y)
+    return [np.asarray(y).astype(x.dtype)]
+
+
+def _resize_lower(node, out, read, k=0):
+    x = node.inputs[0]
+    attrs = _resize_attrs(node)
+    per_axis, outside = [], None
+    for ax, (n_in, n_out, sc, rs, re_) in enumerate(resize_plan(node)):
+        if n_in == n_out and sc == 1 and attrs.get("coordinate_transformation_mode") != "tf_crop_and_resize":
+            per_axis.append([(out[ax], None)])
+            continue
+        taps, out_ax = _taps(_ExM, out[ax], n_in, n_out, sc, rs, re_, attrs)
+        per_axis.append(taps)
+        if out_ax is not None:
+            outside = out_ax if outside is None else E.binary("or", outside, out_ax)
+    acc = None
+    import itertools
+    for combo in itertools.product(*per_axis):
+        v = read(0, [i for i, _ in combo])
+        w = None
+        for _, wi in combo:
+            if wi is not None:
+                w = wi if w is None else w * wi
+        if w is not None:
+            v = E.cast(v, "float32") * w if v.dtype != "float32" else v * w
+        acc = v if acc is None else acc + v
+    acc = E.cast(acc, x.dtype.name)
+    if outside is not None:
+        acc = E.select(outside, E.Const(float(attrs.get("extrapolation_value", 0.0)), acc.dtype), acc)
+    return acc
+
+
+def _resize_mapping(node):
+    attrs = dict(node.attrs)
+    plan = [p for p in resize_plan(node) if not (p[0] == p[1] and p[2] == 1)]
+    if not plan:
+        return Mapping.O2O
+    if attrs.get("mode", "nearest") == "nearest" and all(p[1] <= p[0] for p in plan):
+        return Mapping.O2O  # nearest downsampling picks distinct elements
+    return Mapping.O2M
+
+
+_RESIZE_ATTRS = {"antialias": AttrSpec("int", 0), "axes": AttrSpec("ints", []),
+                 "coordinate_transformation_mode": AttrSpec("string", "half_pixel"),
+                 "cubic_coeff_a": AttrSpec("float", -0.75), "exclude_outside": AttrSpec("int", 0),
+                 "extrapolation_value": AttrSpec("float", 0.0),
+                 "keep_aspect_ratio_policy": AttrSpec("string", "stretch"),
+                 "mode": AttrSpec("string", "nearest"), "nearest_mode": AttrSpec("string", "round_prefer_floor")}
+
+register(OpDef(
+    "Resize", inputs=("X", "roi?", "scales?", "sizes?"), since=10, attrs=_RESIZE_ATTRS,
+    mapping=_resize_mapping, infer=_resize_infer, reference=_resize_reference, lower=_resize_lower,
+    normalize=_resize_normalize, export_opset=11, category="movement",
+    flops=lambda node: 4 * int(prod(node.outputs[0].shape)),
+))
+
+register(OpDef(
+    "Upsample", inputs=("X", "scales"), since=7, attrs={"mode": AttrSpec("string", "nearest")},
+    mapping=_resize_mapping, infer=_resize_infer, reference=_resize_reference, lower=_resize_lower,
+    normalize=_upsample_normalize, export_opset=9, category="movement",
+    flops=lambda node: 4 * int(prod(node.outputs[0].shape)),
+    doc="Deprecated since opset 10: Resize with asymmetric coordinates and nearest rounding down.",
+))

@@ -240,3 +240,113 @@ for _kind in ("Softmax", "LogSoftmax"):
         reference=_softmax_ref(_kind), lower=_softmax_lower(_kind), normalize=_softmax_normalize,
         export_opset=13, flops=lambda node: 5 * int(prod(node.inputs[0].shape)), category="reduce",
     ))
+
+
+# ---------------------------------------------------------------------------
+# CumSum (axis is a scalar input), ArgMax / ArgMin
+
+def _cumsum_axis(node):
+    from fusion.ops.table import require_const
+    return norm_axis(int(np.asarray(require_const(node, 1, "axis")).reshape(-1)[0]), node.inputs[0].rank, node)
+
+
+def _cumsum_lower(node, out, read, k=0):
+    x = node.inputs[0]
+    rev, exc = node.attrs["reverse"], node.attrs["exclusive"]
+
+    def along(ax):
+        p = out[ax]
+
+        def body(r):
+            idx = list(out)
+            idx[ax] = r[0]
+            v = read(0, idx)
+            take = E.binary(("gt" if exc else "ge") if rev else ("lt" if exc else "le"), r[0], p)
+            return E.select(take, v, E.Const(0, v.dtype))
+
+        return E.reduce("sum", [int(x.shape[ax])], body)
+
+    if const_input(node, 1) is not None:
+        return along(_cumsum_axis(node))
+    # The axis is computed at run time: choose among all axes by its value.
+    a = E.cast(read(1, [E.Const(0)] * node.inputs[1].rank), "int64")
+    a = E.select(E.binary("lt", a, 0), a + x.rank, a)
+    res = along(x.rank - 1)
+    for ax in range(x.rank - 2, -1, -1):
+        res = E.select(E.binary("eq", a, ax), along(ax), res)
+    return res
+
+
+def _cumsum_reference_any(node, a):
+    x = a[0]
+    ax = int(np.asarray(a[1]).reshape(-1)[0])
+    ax = norm_axis(ax, x.ndim, node)
+    rev, exc = node.attrs["reverse"], node.attrs["exclusive"]
+    y = np.flip(x, ax) if rev else x
+    c = np.cumsum(y, axis=ax, dtype=x.dtype)
+    if exc:
+        c = c - y
+    return [np.ascontiguousarray(np.flip(c, ax) if rev else c).astype(x.dtype)]
+
+
+register(OpDef(
+    "CumSum", inputs=("x", "axis"), outputs=("y",), since=11,
+    attrs={"exclusive": AttrSpec("int", 0), "reverse": AttrSpec("int", 0)},
+    mapping=Mapping.M2M, infer=lambda node: [(node.inputs[0].dtype, node.inputs[0].shape)],
+    reference=_cumsum_reference_any, lower=_cumsum_lower, category="reduce",
+    flops=lambda node: int(prod(node.inputs[0].shape)),
+))
+
+
+def _arg_shape(node):
+    x = node.inputs[0]
+    ax = norm_axis(node.attrs["axis"], x.rank, node)
+    s = list(x.shape)
+    if node.attrs["keepdims"]:
+        s[ax] = 1
+    else:
+        del s[ax]
+    return tuple(s)
+
+
+def _arg(kind):
+    def reference(node, a):
+        x = a[0]
+        ax = norm_axis(node.attrs["axis"], x.ndim, node)
+        f = np.argmax if kind == "max" else np.argmin
+        if node.attrs["select_last_index"]:
+            r = x.shape[ax] - 1 - f(np.flip(x, ax), axis=ax)
+        else:
+            r = f(x, axis=ax)
+        if node.attrs["keepdims"]:
+            r = np.expand_dims(r, ax)
+        return [r.astype(np.int64)]
+
+    def lower(node, out, read, k=0):
+        x = node.inputs[0]
+        ax = norm_axis(node.attrs["axis"], x.rank, node)
+        n = int(x.shape[ax])
+        last = node.attrs["select_last_index"]
+        base = list(out)
+        if not node.attrs["keepdims"]:
+            base.insert(ax, E.Const(0))
+
+        def at(r):
+            idx = list(base)
+            idx[ax] = (n - 1 - r[0]) if last else r[0]
+            return read(0, idx)
+
+        pos = E.reduce("arg" + kind, [n], at)
+        return (n - 1 - pos) if last else pos
+
+    return reference, lower
+
+
+for _kind in ("max", "min"):
+    _ref, _low = _arg(_kind)
+    register(OpDef(
+        "Arg" + _kind.capitalize(), inputs=("data",), outputs=("reduced",),
+        attrs={"axis": AttrSpec("int", 0), "keepdims": AttrSpec("int", 1), "select_last_index": AttrSpec("int", 0)},
+        mapping=Mapping.M2M, infer=lambda node: [(np.dtype(np.int64), _arg_shape(node))],
+        reference=_ref, lower=_low, category="reduce", flops=lambda node: int(prod(node.inputs[0].shape)),
+    ))

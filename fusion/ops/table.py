@@ -222,3 +222,31 @@ def require_const(node, i: int, what: str) -> np.ndarray:
 def out_like(node, i: int = 0):
     v = node.inputs[i]
     return [(v.dtype, v.shape)]
+
+
+# ---------------------------------------------------------------------------
+# Helpers shared by op modules
+
+def attr_to_input(node, graph, attr: str, index: int, dtype=np.int64, name: str = "") -> None:
+    """Older opsets' attribute form -> the input form this table describes:
+    attribute `attr` becomes constant input `index` (absent stays absent)."""
+    val = node.attrs.pop(attr, None)
+    if val is None:
+        return
+    while len(node.inputs) <= index:
+        node.inputs.append(None)
+    # always 1-D: the input forms are vectors (TopK's K too: shape [1])
+    graph.set_input(node, index, graph.const(np.atleast_1d(np.array(val, dtype=dtype)), name or attr))
+
+
+def same_shape_or(mapping: Mapping):
+    """Class function: One-to-One when output 0 has input 0's shape, else `mapping`
+    (a Reshape/Squeeze/Flatten that changes nothing is a plain copy)."""
+    def f(node):
+        x, y = node.inputs[0], node.outputs[0]
+        return Mapping.O2O if tuple(x.shape) == tuple(y.shape) else mapping
+    return f
+
+
+def static_ints(shape) -> list[int]:
+    return [int(d) for d in shape]

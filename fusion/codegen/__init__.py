@@ -1,0 +1,35 @@
+"""Fused code generation: planned blocks -> loop nests -> C -> native library.
+
+    mod = fusion.codegen.compile("model.onnx", target="host")
+    outputs = mod.run({"input": x})
+"""
+from __future__ import annotations
+
+
+def compile(model, target: str = "host", threads=None, **kwargs):
+    """Compile a Graph, an ONNX path, or 'zoo:NAME[:small]' into a runnable CompiledModel."""
+    from fusion.codegen.driver import compile as _compile
+    return _compile(model, target=target, threads=threads, **kwargs)
+
+
+__all__ = ["compile"]
+
+
+def run_compiled(graph, feeds: dict) -> dict:
+    """The ONNX backend's "compiled" executor: compile for the host, run once."""
+    mod = compile(graph, target="host", threads=1, profile_db=False)
+    try:
+        return mod.run(feeds)
+    finally:
+        mod.close()
+
+
+def _register_backend_executor() -> None:
+    try:
+        from fusion.backend import register_executor
+    except ImportError:
+        return
+    register_executor("compiled", run_compiled)
+
+
+_register_backend_executor()

@@ -1,0 +1,335 @@
+"""Fast anchor kernels: ask fusion/codegen/kernels (api.py there) for
+MatMul/Gemm/Conv/pooling anchors; None means "emit the plain loop nest".
+
+The core's side of the contract: each anchor input becomes an Operand whose
+`c_expr` is the composed prologue (producers inlined, loads through `A->`),
+and the epilogue callback prints, for one anchor output element, every block
+output that reads the anchor at exactly that element (elementwise consumers,
+bias, residual adds, reshapes). A block whose outputs read the anchor
+elsewhere (a transposed epilogue) keeps the plain loop nest.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fusion.ir import expr as E
+from fusion.codegen import lower as L
+from fusion.codegen.cprint import ExprPrinter, FunctionPrinter
+from fusion.codegen.loops import Buffer, Function, Store, Temp
+
+POOLS = {"MaxPool": "max", "AveragePool": "avg", "GlobalMaxPool": "max", "GlobalAveragePool": "avg"}
+
+
+def kernels_module():
+    try:
+        from fusion.codegen import kernels
+    except ImportError:
+        return None
+    return kernels
+
+
+class _Refuse(Exception):
+    pass
+
+
+class AnchorContext:
+    def __init__(self, em, block, outs):
+        self.em, self.block, self.outs = em, block, outs
+        self.anchor = block.anchor
+        self.comp = L.Composer(block.nodes, em.cname, em.literal, em.shape_of)
+        self.shapes: dict[str, tuple] = {}
+
+    def _printer(self, names: dict[str, str], temps: dict[str, str] | None = None) -> ExprPrinter:
+        shapes = self.shapes
+
+        class P(ExprPrinter):
+            def p(self, e):
+                if temps and isinstance(e, Temp) and e.name in temps:
+                    return temps[e.name]
+                return super().p(e)
+        return P(shapes, load=lambda n, i: f"A->{n}[{i}]", var=lambda n: names.get(n, n))
+
+    def operand(self, v, shape, index_of=None):
+        """Operand for anchor input `v`, indexed by the kernel with `shape`
+        (index_of maps the kernel's index vars to the value's own index)."""
+        from fusion.codegen.kernels import Operand
+        vars_ = [E.Var(f"__k{d}", int(n)) for d, n in enumerate(shape)]
+        idx = index_of(vars_) if index_of else vars_
+        e = self.comp.value(v, idx)
+        if any(isinstance(x, E.Reduce) for x in E.walk(e)):
+            raise _Refuse()
+        for name, val in self.comp.loads.items():
+            self.shapes[name] = self.em.shape_of(val)
+        const = None
+        if v.producer is None or id(v.producer) not in self.comp.inside:
+            a = self.em.constval(v)
+            if a is not None and index_of is None:
+                const = np.asarray(a, np.float32).reshape(shape)
+
+        def c_expr(strs, e=e, vars_=vars_):
+            pr = self._printer({x.name: f"({s})" for x, s in zip(vars_, strs)})
+            return pr.p(e)
+        return Operand(tuple(int(d) for d in shape), c_expr, const, "float32")
+
+    def epilogue(self):
+        """The epilogue callback, or _Refuse when an output reads the anchor elsewhere."""
+        a_out = self.anchor.outputs[0]
+        s_a = tuple(int(d) for d in a_out.shape)
+        avars = [E.Var(f"__e{d}", n) for d, n in enumerate(s_a)]
+        flat = E.linearize(avars, s_a)
+        self.comp.stop.add(id(a_out))
+        acc = Temp("__acc", "float32")
+        aname = self.em.cname(a_out)
+        def norm(ix):   # a dim of extent 1 is index 0, however it is spelled
+            return [E.Const(0) if isinstance(x, E.Var) and x.extent == 1 else x for x in ix]
+        want = norm(avars)
+        roots = []
+        fwd = self.forward_indices(avars)
+        stores = []
+        for v in self.outs:
+            s = tuple(int(d) for d in v.shape)
+            if int(np.prod(s)) != int(np.prod(s_a)):
+                raise _Refuse()
+            idx = list(avars) if s == s_a else fwd.get(id(v)) or E.delinearize(flat, s)
+            stores.append(E.linearize(idx, s))
+            e = self.comp.value(v, idx)
+            bad = []
+
+            def swap(ld, index, bad=bad):
+                if ld.slot == aname:
+                    if norm(index) == want or _same_index(index, avars):
+                        return acc
+                    bad.append(ld)
+                return E.Load(ld.slot, index, ld.dtype)
+            e = E.map_loads(e, swap)
+            if bad or any(isinstance(x, E.Reduce) for x in E.walk(e)):
+                raise _Refuse()
+            roots.append((v, e))
+        self.comp.loads.pop(aname, None)
+        for name, val in self.comp.loads.items():
+            self.shapes[name] = self.em.shape_of(val)
+        sch = L.Scheduler(prefix="fz_t")
+        sch.count_uses([e for _, e in roots])
+        scope = L.Scope(avars)
+        for (v, e), at in zip(roots, stores):
+            val = sch.emit(e, [scope])
+            scope.stmts.append(Store("A->" + self.em.cname(v), at, val, L.dtype_name(v)))
+        stmts = scope.stmts
+
+        def epilogue(index: list[str], acc_c: str) -> str:
+            names = {x.name: f"({s})" for x, s in zip(avars, index)}
+            fp = FunctionPrinter(Function("epi", [], [], [], []))
+            fp.ep = self._printer(names, {"__acc": f"({acc_c})"})
+            fp.lines = []
+            for st in stmts:
+                fp.emit(st, "")
+            return "{ " + " ".join(fp.lines) + " }"
+        return epilogue
+
+    def forward_indices(self, avars) -> dict:
+        """Where each epilogue value holds the anchor's element `avars`, following
+        the block's nodes forward: same-shape elementwise ops keep the index,
+        Reorganize ops keep the row-major position, Shuffle ops permute (read
+        off their index function). The caller verifies the result by composing
+        backwards, so a wrong guess only costs the fast kernel."""
+        from fusion.ops.table import Mapping
+        from fusion.plan.mapping import node_class
+        pos = {id(self.anchor.outputs[0]): list(avars)}
+        for n in self.block.nodes:
+            if n is self.anchor or self.block.roles().get(id(n)) != "epilogue":
+                continue
+            src = next((v for v in n.inputs if v is not None and id(v) in pos), None)
+            if src is None or len(n.outputs) != 1:
+                continue
+            out = n.outputs[0]
+            idx_in = pos[id(src)]
+            try:
+                cls = node_class(n)[0]
+            except Exception:
+                continue
+            if tuple(out.shape) == tuple(src.shape) and cls in (Mapping.O2O, Mapping.O2M):
+                pos[id(out)] = idx_in
+            elif cls == Mapping.REORG:
+                pos[id(out)] = E.delinearize(E.linearize(idx_in, src.shape), out.shape)
+            elif cls == Mapping.SHUFFLE:
+                ov = [E.Var(f"__s{d}", int(x)) for d, x in enumerate(out.shape)]
+                reads = []
+                n.opdef.lower(n, ov, lambda i, ix: reads.append((i, list(ix))) or E.Const(0.0), 0)
+                if len(reads) != 1 or len(reads[0][1]) != len(idx_in):
+                    continue
+                idx_out = [None] * len(ov)
+                for i, x in enumerate(reads[0][1]):
+                    if isinstance(x, E.Var) and x in ov:
+                        idx_out[ov.index(x)] = idx_in[i]
+                for j, x in enumerate(idx_out):
+                    if x is None and int(out.shape[j]) == 1:
+                        idx_out[j] = E.Const(0)
+                if all(x is not None for x in idx_out):
+                    pos[id(out)] = idx_out
+        return pos
+
+    def function(self, kc) -> Function:
+        # A constant the kernel pre-packed is not read through c_expr: leave it out of weights.bin.
+        text = kc.functions + kc.body
+        used = {n: v for n, v in self.comp.loads.items() if f"A->{n}[" in text}
+        bufs = self.em.buffers_for(used, self.outs)
+        for name, arr in kc.weights.items():
+            arr = np.ascontiguousarray(arr, np.float32)
+            self.em.add_weight(name, arr)
+            bufs.append(Buffer(name, "float32", arr.shape, "weight", f"packed by {self.anchor.op} kernel"))
+        fn = Function(self.block.name, bufs, [], [], [], functions=kc.functions, raw_body=kc.body,
+                      schedule=kc.schedule)
+        fn.parallel = "thread" in kc.schedule or "fz_parallel_for" in kc.functions + kc.body
+        return fn
+
+
+def _same_index(index, avars, limit: int = 1 << 22) -> bool:
+    """Does `index` equal `avars` at every anchor position? Index arithmetic of
+    reshapes and transposes does not always simplify back to the plain
+    variables ((e // 64) * 64 + e % 64), so check every point (small spaces only)."""
+    from fusion.ir.expr_eval import evaluate
+    n = int(np.prod([v.extent for v in avars])) if avars else 1
+    if n > limit or len(index) != len(avars):
+        return False
+    grids = np.indices([v.extent for v in avars], dtype=np.int64) if avars else []
+    env = {v: grids[i] for i, v in enumerate(avars)}
+    try:
+        for x, v in zip(index, avars):
+            got = np.broadcast_to(evaluate(x, env, lambda *a: (_ for _ in ()).throw(ValueError())),
+                                  grids[0].shape)
+            if not np.array_equal(got, env[v]):
+                return False
+    except (ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+def fast_block(em, block, outs):
+    """A Function whose body is the kernel's code, or None."""
+    kmod = kernels_module()
+    a = block.anchor
+    if a is None or kmod is None or a.op not in ("MatMul", "Gemm", "Conv") + tuple(POOLS):
+        return None
+    if any(v is not None and v.dtype != np.float32 for v in list(a.inputs) + a.outputs):
+        return None
+    ctx = AnchorContext(em, block, outs)
+    try:
+        ctx.epilogue()   # refuses early when an output reads the anchor elsewhere
+        kc = _ask(kmod, ctx, em.target)
+    except _Refuse:
+        return None
+    if kc is None:
+        return None
+    return ctx.function(kc)
+
+
+def _ask(kmod, ctx: AnchorContext, target):
+    a = ctx.anchor
+    name = ctx.block.name
+    if a.op == "MatMul":
+        x, w = a.inputs
+        if x.rank < 2 or w.rank < 2:
+            return None
+        out = tuple(int(d) for d in a.outputs[0].shape)
+        M, N, K = int(x.shape[-2]), int(w.shape[-1]), int(x.shape[-1])
+        A = ctx.operand(x, x.shape)
+        B = ctx.operand(w, w.shape)
+        epi = ctx.epilogue()
+        return kmod.matmul(name, batch=list(out[:-2]), M=M, N=N, K=K, A=A, B=B, epilogue=epi, target=target)
+    if a.op == "Gemm":
+        return _gemm(kmod, ctx, target)
+    if a.op == "Conv":
+        from fusion.ops.linear import conv_geometry
+        x, w = a.inputs[0], a.inputs[1]
+        b = a.input(2)
+        kernel, strides, dil, pb, pe, out_sp = conv_geometry(a)
+        geo = _geometry(x, kernel, strides, dil, pb, pe, out_sp)
+        geo.update(M=int(w.shape[0]), group=int(a.attrs.get("group", 1)))
+        X = ctx.operand(x, x.shape)
+        Wt = ctx.operand(w, w.shape)
+        if Wt.const is None:
+            return None
+        bias = ctx.operand(b, b.shape) if b is not None else None
+        return kmod.conv(name, node_geometry=geo, X=X, W=Wt, bias=bias, epilogue=ctx.epilogue(), target=target)
+    if a.op in POOLS:
+        x = a.inputs[0]
+        if len(a.outputs) > 1 and any(v in ctx.outs for v in a.outputs[1:]):
+            return None   # MaxPool's Indices output: plain loop nest
+        sp = [int(d) for d in x.shape[2:]]
+        if a.op.startswith("Global"):
+            geo = _geometry(x, sp, [1] * len(sp), [1] * len(sp), [0] * len(sp), [0] * len(sp), [1] * len(sp))
+            cip = False
+        else:
+            geo = _pool_geometry(a)
+            if geo is None:
+                return None
+            cip = bool(a.attrs.get("count_include_pad", 0))
+        X = ctx.operand(x, x.shape)
+        return kmod.pool(name, kind=POOLS[a.op], node_geometry=geo, X=X, count_include_pad=cip,
+                         epilogue=ctx.epilogue(), target=target)
+    return None
+
+
+def _geometry(x, kernel, strides, dil, pb, pe, out_sp) -> dict:
+    sp = [int(d) for d in x.shape[2:]]
+    geo = {"spatial": len(sp), "N": int(x.shape[0]), "C": int(x.shape[1]), "kernel": list(kernel),
+           "strides": list(strides), "pads": list(pb) + list(pe), "dilations": list(dil), "out": list(out_sp),
+           "in": sp}
+    for key, d in zip(["D", "H", "W"][3 - len(sp):], sp):
+        geo[key] = d
+    return geo
+
+
+def _pool_geometry(node):
+    x = node.inputs[0]
+    y = node.outputs[0]
+    s = x.rank - 2
+    kernel = [int(k) for k in node.attrs.get("kernel_shape") or []]
+    if len(kernel) != s or node.attrs.get("ceil_mode", 0):
+        return None
+    auto = node.attrs.get("auto_pad", "NOTSET")
+    if isinstance(auto, bytes):
+        auto = auto.decode()
+    if auto not in ("NOTSET", "VALID"):
+        return None
+    strides = [int(v) for v in (node.attrs.get("strides") or [1] * s)]
+    dil = [int(v) for v in (node.attrs.get("dilations") or [1] * s)]
+    pads = [int(v) for v in (node.attrs.get("pads") or [0] * (2 * s))] if auto == "NOTSET" else [0] * (2 * s)
+    out = [int(d) for d in y.shape[2:]]
+    return _geometry(x, kernel, strides, dil, pads[:s], pads[s:], out)
+
+
+def _gemm(kmod, ctx: AnchorContext, target):
+    a = ctx.anchor
+    x, w = a.inputs[0], a.inputs[1]
+    c = a.input(2)
+    ta, tb = int(a.attrs.get("transA", 0)), int(a.attrs.get("transB", 0))
+    alpha, beta = float(a.attrs.get("alpha", 1.0)), float(a.attrs.get("beta", 1.0))
+    if alpha != 1.0 or (c is not None and beta != 1.0):
+        return None   # rare in exported models; the plain loop nest handles them
+    M = int(x.shape[1] if ta else x.shape[0])
+    K = int(x.shape[0] if ta else x.shape[1])
+    N = int(w.shape[0] if tb else w.shape[1])
+    A = ctx.operand(x, (M, K), (lambda v: [v[1], v[0]]) if ta else None)
+    B = ctx.operand(w, (K, N), (lambda v: [v[1], v[0]]) if tb else None)
+    if tb and B.const is None:
+        wa = ctx.em.constval(w)
+        if wa is not None and (w.producer is None or id(w.producer) not in ctx.comp.inside):
+            B.const = np.ascontiguousarray(np.asarray(wa, np.float32).T)
+    if ta and A.const is None:
+        xa = ctx.em.constval(x)
+        if xa is not None and (x.producer is None or id(x.producer) not in ctx.comp.inside):
+            A.const = np.ascontiguousarray(np.asarray(xa, np.float32).T)
+    if c is not None:
+        # Gemm's C is added before any consumer: fold it into the epilogue's acc.
+        cvars = [E.Var("__c0", M), E.Var("__c1", N)]
+        ce = ctx.comp.value(c, E.broadcast_index(cvars, c.shape))
+        for name, val in ctx.comp.loads.items():
+            ctx.shapes[name] = ctx.em.shape_of(val)
+        inner = ctx.epilogue()
+
+        def epi(index, acc):
+            pr = ctx._printer({"__c0": f"({index[0]})", "__c1": f"({index[1]})"})
+            return inner(index, f"({acc}) + {pr.p(ce)}")
+        return kmod.matmul(ctx.block.name, batch=[], M=M, N=N, K=K, A=A, B=B, epilogue=epi, target=target)
+    return kmod.matmul(ctx.block.name, batch=[], M=M, N=N, K=K, A=A, B=B, epilogue=ctx.epilogue(), target=target)

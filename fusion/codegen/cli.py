@@ -1,0 +1,201 @@
+"""`fusion compile`, `fusion run`, `fusion bench`, `fusion eval`, `fusion targets`."""
+from __future__ import annotations
+
+import os
+import sys
+
+from fusion.cliutil import Progress, add_model_arguments, load_model, print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compile", help="compile a model to a native library (model.c, model.h, weights.bin, "
+                                       "libmodel.so, report.json)")
+    add_model_arguments(p)
+    _common(p)
+    p.add_argument("-o", "--output", default="build", metavar="DIR", help="output directory (default: build)")
+    p.add_argument("--json", action="store_true", help="print report.json")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="compile for this machine, run on seeded random inputs, compare with onnxruntime")
+    add_model_arguments(p)
+    _common(p)
+    p.add_argument("--check", action="store_true", help="compare every output with onnxruntime (optimizations off)")
+    p.add_argument("--seed", type=int, default=0, help="random input seed (default 0)")
+    p.add_argument("--json", action="store_true", help='machine-readable: {"ok", "max_abs_err", "max_rel_err", ...}')
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench", help="latency of the compiled model against onnxruntime (ORT_ENABLE_ALL)")
+    add_model_arguments(p)
+    _common(p)
+    p.add_argument("--runs", type=int, default=20, help="timed runs of each (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    p.add_argument("--no-memory", action="store_true", help="skip measuring peak memory (two extra processes)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("eval", help="the reference models: fusion, speed and accuracy against onnxruntime, one table")
+    p.add_argument("--small", action="store_true", help="the zoo's small variants (quick)")
+    p.add_argument("--models", help="comma-separated zoo names (default: all 15)")
+    p.add_argument("--threads", type=int, default=2, help="threads for both runtimes (default 2)")
+    p.add_argument("--runs", type=int, default=10, help="timed runs per model (default 10)")
+    p.add_argument("-o", "--output", default="eval", metavar="DIR",
+                   help="where eval.md, eval.csv and eval.svg go (default: eval/)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("targets", help="the targets fusion knows (vector width, cores, limits)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_targets)
+
+
+def _common(p) -> None:
+    p.add_argument("--target", default="host", help="target (only 'host' runs here)")
+    p.add_argument("--threads", type=int, default=None, help="threads at run time (default: one per core)")
+    p.add_argument("--no-rewrite", action="store_true", help="skip fusion.rewrite (compile the graph as imported)")
+
+
+class BlockProgress:
+    """Progress over the blocks being generated (known only after planning)."""
+
+    def __init__(self, label: str):
+        self.label, self.p = label, None
+
+    def start(self, total: int) -> None:
+        self.p = Progress(total, self.label)
+
+    def step(self, what: str = "") -> None:
+        if self.p is not None:
+            self.p.step(what)
+
+    def done(self, msg: str = "") -> None:
+        if self.p is not None:
+            self.p.done(msg)
+
+
+def compile_args(args, graph, out_dir=None):
+    from fusion.codegen.driver import compile as fz_compile
+    prog = BlockProgress(f"compiling {args.model}")
+    mod = fz_compile(graph, target=args.target, threads=args.threads, out_dir=out_dir,
+                     rewrite=not args.no_rewrite, progress=prog)
+    prog.done(f"{mod.report['compile_seconds']['total']:.2f} s")
+    return mod
+
+
+def _bytes(n: int) -> str:
+    for unit, k in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= k:
+            return f"{n / k:.2f} {unit}"
+    return f"{n} B"
+
+
+def summary_lines(rep: dict) -> list[str]:
+    classes = ", ".join(f"{k} {v}" for k, v in sorted(rep["blocks_by_class"].items()))
+    refused = ", ".join(f"{k} {v}" for k, v in sorted(rep["refusals_by_reason"].items())) or "none"
+    s = rep["compile_seconds"]
+    m = rep["peak_memory"]
+    lines = [f"{rep['model']}: {rep['nodes']} nodes -> {rep['blocks']} blocks (fusion rate {rep['fusion_rate']:.2f}); "
+             f"blocks by class: {classes}",
+             f"refused fusions by reason: {refused}",
+             f"compile: {s['total']:.2f} s (plan {s['plan']:.2f}, codegen {s['codegen']:.2f}, C compiler {s['cc']:.2f}"
+             f"{', cached' if rep.get('cache_hit') else ''})",
+             f"peak memory: intermediates {_bytes(m['arena_bytes'])} (without reuse {_bytes(m['arena_without_reuse_bytes'])}),"
+             f" weights {_bytes(m['weights_bytes'])}"]
+    lines += [f"note: {n}" for n in rep.get("notes", [])]
+    return lines
+
+
+def cmd_compile(args) -> int:
+    g = load_model(args)
+    out = os.path.abspath(args.output)
+    mod = compile_args(args, g, out_dir=out)
+    if args.json:
+        print_json(mod.report)
+        return 0
+    for line in summary_lines(mod.report):
+        print(line)
+    print(f"wrote {out}/: model.c, model.h, weights.bin, libmodel.so, report.json")
+    return 0
+
+
+def oracle_source(spec: str, graph):
+    """What onnxruntime runs: the user's own file (or the zoo's ONNX), not our re-export."""
+    if os.path.isfile(spec):
+        return spec
+    if spec.startswith("zoo:"):
+        try:
+            from fusion import zoo
+            return zoo.resolve(spec)
+        except Exception:
+            return graph
+    return graph
+
+
+def cmd_run(args) -> int:
+    from fusion.oracle import compare, random_inputs, run_onnxruntime
+    g = load_model(args)
+    feeds = random_inputs(g, seed=args.seed)
+    expected = run_onnxruntime(oracle_source(args.model, g), feeds) if args.check else None
+    mod = compile_args(args, g)
+    got = mod.run(feeds)
+    rep = mod.report
+    if not args.check:
+        if args.json:
+            print_json({"report": rep, "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
+                                                   for k, v in got.items()}})
+        else:
+            for line in summary_lines(rep):
+                print(line)
+            for k, v in got.items():
+                print(f"output {k}: {v.dtype} {list(v.shape)}")
+        return 0
+    result = compare(got, expected)
+    if args.json:
+        print_json(result.to_json() | {"nodes": rep["nodes"], "blocks": rep["blocks"],
+                                       "blocks_by_class": rep["blocks_by_class"],
+                                       "refusals_by_reason": rep["refusals_by_reason"],
+                                       "compile_seconds": rep["compile_seconds"]["total"],
+                                       "peak_memory_bytes": rep["peak_memory"]["arena_bytes"]})
+    else:
+        for line in summary_lines(rep):
+            print(line)
+        print(str(result))
+    return 0 if result.ok else 1
+
+
+def cmd_bench(args) -> int:
+    from fusion.codegen.bench import bench_model, format_bench
+    g = load_model(args)
+    res = bench_model(args.model, g, threads=args.threads, runs=args.runs, warmup=args.warmup,
+                      rewrite=not args.no_rewrite, memory=not args.no_memory, shapes=getattr(args, "shape", None))
+    if args.json:
+        print_json(res)
+    else:
+        print(format_bench(res))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from fusion.codegen.evaluate import run_eval
+    names = [m.strip() for m in args.models.split(",")] if args.models else None
+    rows, paths = run_eval(names, small=args.small, threads=args.threads, runs=args.runs, out_dir=args.output)
+    if args.json:
+        print_json({"rows": rows, "files": paths})
+    else:
+        with open(paths["md"]) as f:
+            sys.stdout.write(f.read())
+        print(f"\nwrote {', '.join(paths.values())}")
+    return 0 if all(r.get("ok") for r in rows) else 1
+
+
+def cmd_targets(args) -> int:
+    from fusion.targets import get_target, names
+    ts = [get_target(n) for n in names()]
+    if args.json:
+        print_json([t.to_json() for t in ts])
+        return 0
+    print(f"{'name':<20} {'kind':<4} {'arch':<8} {'vector':>6} {'cores':>5} {'L1':>7} {'L2':>8} {'max args':>8}  doc")
+    for t in ts:
+        print(f"{t.name:<20} {t.kind:<4} {t.arch:<8} {t.vector_bits:>6} {t.cores:>5} {t.l1_bytes // 1024:>6}K "
+              f"{t.l2_bytes // 1024:>7}K {t.max_kernel_args or '-':>8}  {t.doc}")
+    return 0
+

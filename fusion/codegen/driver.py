@@ -1,0 +1,211 @@
+"""`fusion.compile`: graph -> (rewrite) -> plan -> C -> libmodel.so -> CompiledModel.
+
+    mod = fusion.compile("model.onnx")           # or a Graph, or "zoo:NAME:small"
+    outs = mod.run({"input": x})                 # dict name -> numpy array
+    mod.report                                   # blocks, schedules, peak memory, compile seconds
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+
+from fusion.errors import FusionError, InputError
+from fusion.ir.graph import Graph
+from fusion.targets import Target, get_target
+from fusion.codegen.build import build, cache_dir
+from fusion.codegen.emit import Artifact, ModelEmitter
+
+
+def rewrite_if_available(graph: Graph, notes: list[str] | None = None) -> Graph:
+    try:
+        from fusion.rewrite import rewrite
+    except ImportError as e:
+        if notes is not None:
+            notes.append(f"fusion.rewrite is not available ({e}); compiling the graph as imported")
+        return graph
+    return rewrite(graph)
+
+
+def load_graph(model, shapes=None) -> Graph:
+    if isinstance(model, Graph):
+        return model
+    import fusion
+    return fusion.load(model, shapes=shapes)
+
+
+def compile(model, target: str | Target = "host", threads: int | None = None, *, plan=None,
+            out_dir: str | None = None, rewrite: bool = True, profile_db=None, shapes=None,
+            progress=None, use_cache: bool = True, profile: bool = False) -> "CompiledModel":
+    """Compile a model for `target` (only "host" runs in this process).
+
+    model: a fusion Graph, an ONNX path, bytes, or 'zoo:NAME[:small]'.
+    plan: a ready Plan for exactly this graph (then no rewrite, no planning).
+    out_dir: where model.c, model.h, weights.bin, libmodel.so, report.json go
+    (default: a directory in the compile cache keyed by the sources)."""
+    t_start = time.perf_counter()
+    t = target if isinstance(target, Target) else get_target(target)
+    if t.name != "host":
+        raise FusionError(f"target '{t.name}': this code generator builds and runs host code only; "
+                          f"use --target host")
+    notes: list[str] = []
+    graph = load_graph(model, shapes)
+    if plan is None:
+        if rewrite:
+            graph = rewrite_if_available(graph, notes)
+        from fusion.plan import plan as make_plan
+        plan = make_plan(graph, t, profile_db=profile_db)
+    else:
+        graph = plan.graph
+    t_plan = time.perf_counter()
+    em = ModelEmitter(graph, plan, t)
+    art = em.emit(progress=progress)
+    t_gen = time.perf_counter()
+    from fusion.toolchain import source_digest
+    key = source_digest(art.c_source, art.weights[:64], "profile" if profile else "")
+    explicit = out_dir is not None
+    if not explicit:
+        out_dir = os.path.join(os.path.dirname(cache_dir()), "models", key)
+    lib = os.path.join(out_dir, "libmodel.so")
+    if not explicit and use_cache and os.path.exists(os.path.join(out_dir, "ok")):
+        compile_s, hit = 0.0, True   # never rewrite a library some process may have loaded
+    else:
+        if not explicit and os.path.exists(out_dir):
+            shutil.rmtree(out_dir, ignore_errors=True)
+        lib, compile_s, hit = build(art, out_dir, t, use_cache=use_cache, profile=profile)
+        open(os.path.join(out_dir, "ok"), "w").close()
+    report = make_report(graph, plan, art, em, seconds={
+        "plan": round(t_plan - t_start, 3), "codegen": round(t_gen - t_plan, 3),
+        "cc": round(compile_s, 3), "total": round(time.perf_counter() - t_start, 3)}, cache_hit=hit, notes=notes)
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    return CompiledModel(lib, os.path.join(out_dir, "weights.bin"), art.inputs, art.outputs, report, threads,
+                         plan=plan, c_source=art.c_source)
+
+
+def make_report(graph, plan, art: Artifact, em, seconds: dict, cache_hit: bool, notes: list[str]) -> dict:
+    from collections import Counter
+    classes = Counter(b.mapping.short for b in plan.blocks)
+    refused = Counter(d.code for d in plan.refused)
+    return {
+        "model": graph.name, "target": plan.target, "nodes": len(graph.nodes), "blocks": len(plan.blocks),
+        "kernels": len(art.blocks),
+        "fusion_rate": round(len(graph.nodes) / max(len(plan.blocks), 1), 3),
+        "blocks_by_class": dict(classes), "refusals_by_reason": dict(refused),
+        "peak_memory": {"arena_bytes": art.arena_bytes, "arena_without_reuse_bytes": art.naive_arena_bytes,
+                        "weights_bytes": art.weight_bytes,
+                        "io_bytes": int(sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize
+                                            for s in art.inputs + art.outputs))},
+        "compile_seconds": seconds, "cache_hit": cache_hit, "notes": notes,
+        "inputs": [s.to_json() for s in art.inputs], "outputs": [s.to_json() for s in art.outputs],
+        "block_schedules": art.blocks,
+    }
+
+
+class CompiledModel:
+    """A loaded libmodel.so. `run(feeds)` checks names, shapes and dtypes."""
+
+    def __init__(self, lib_path: str, weights_path: str, inputs, outputs, report: dict,
+                 threads: int | None = None, plan=None, c_source: str = ""):
+        self.lib_path, self.weights_path = lib_path, weights_path
+        self.plan, self.report = plan, report
+        self.inputs, self.outputs = inputs, outputs
+        self.c_source = c_source
+        lib = ctypes.CDLL(os.path.abspath(lib_path))
+        lib.model_create.restype = ctypes.c_void_p
+        lib.model_create.argtypes = [ctypes.c_char_p]
+        lib.model_run.restype = ctypes.c_int
+        lib.model_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        lib.model_destroy.argtypes = [ctypes.c_void_p]
+        lib.model_last_error.restype = ctypes.c_char_p
+        lib.model_set_threads.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.model_set_threads.restype = ctypes.c_int
+        lib.model_output_actual_shape.restype = ctypes.POINTER(ctypes.c_int64)
+        lib.model_output_actual_shape.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        self._lib = lib
+        ctx = lib.model_create(os.path.abspath(weights_path).encode())
+        if not ctx:
+            raise FusionError(f"cannot load the compiled model: {lib.model_last_error().decode()}")
+        self._ctx = ctx
+        self.threads = lib.model_set_threads(ctx, int(threads or 0))
+
+    @classmethod
+    def from_dir(cls, out_dir: str, threads: int | None = None) -> "CompiledModel":
+        """Load what `fusion compile -o DIR` wrote (libmodel.so, weights.bin, report.json)."""
+        from fusion.codegen.emit import IOSpec
+        try:
+            with open(os.path.join(out_dir, "report.json")) as f:
+                rep = json.load(f)
+        except OSError:
+            raise FusionError(f"'{out_dir}' holds no compiled model (report.json missing); "
+                              f"run `fusion compile MODEL -o {out_dir}` first") from None
+        ins = [IOSpec(d["name"], d["dtype"], tuple(d["shape"]), d.get("dynamic", False)) for d in rep["inputs"]]
+        outs = [IOSpec(d["name"], d["dtype"], tuple(d["shape"]), d.get("dynamic", False)) for d in rep["outputs"]]
+        return cls(os.path.join(out_dir, "libmodel.so"), os.path.join(out_dir, "weights.bin"), ins, outs, rep,
+                   threads)
+
+    def kernel_seconds(self) -> dict[str, float]:
+        """Seconds spent per block over all runs so far (compile with profile=True)."""
+        lib = self._lib
+        lib.model_kernel_name.restype = ctypes.c_char_p
+        lib.model_kernel_seconds.restype = ctypes.c_double
+        return {lib.model_kernel_name(i).decode(): lib.model_kernel_seconds(i) for i in range(lib.model_num_kernels())}
+
+    def set_threads(self, n: int | None) -> int:
+        self.threads = self._lib.model_set_threads(self._ctx, int(n or 0))
+        return self.threads
+
+    def check_feeds(self, feeds: dict) -> list[np.ndarray]:
+        if not isinstance(feeds, dict):
+            raise InputError(f"run() takes a dict of input name -> array; got {type(feeds).__name__}")
+        names = [s.name for s in self.inputs]
+        unknown = [k for k in feeds if k not in names]
+        if unknown:
+            raise InputError(f"unknown input '{unknown[0]}'; the model's inputs are: {', '.join(names)}")
+        arrays = []
+        for s in self.inputs:
+            if s.name not in feeds:
+                raise InputError(f"input '{s.name}' is missing (expected {s.dtype} {list(s.shape)})")
+            a = np.asarray(feeds[s.name])
+            if a.dtype != np.dtype(s.dtype):
+                raise InputError(f"input '{s.name}' has dtype {a.dtype}, the model expects {s.dtype} "
+                                 f"(convert with .astype(np.{s.dtype}))")
+            if tuple(a.shape) != tuple(s.shape):
+                raise InputError(f"input '{s.name}' has shape {list(a.shape)}, the model was compiled for "
+                                 f"{list(s.shape)} (recompile with --shape {s.name}="
+                                 + "x".join(str(d) for d in a.shape) + ")")
+            arrays.append(np.ascontiguousarray(a))
+        return arrays
+
+    def run(self, feeds: dict) -> dict[str, np.ndarray]:
+        arrays = self.check_feeds(feeds)
+        outs = [np.empty(s.shape, dtype=np.dtype(s.dtype)) for s in self.outputs]
+        in_ptrs = (ctypes.c_void_p * max(len(arrays), 1))(*[a.ctypes.data for a in arrays])
+        out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[o.ctypes.data for o in outs])
+        rc = self._lib.model_run(self._ctx, in_ptrs, out_ptrs)
+        if rc != 0:
+            raise FusionError(f"the compiled model failed: {self._lib.model_last_error().decode()}")
+        result = {}
+        for j, (s, o) in enumerate(zip(self.outputs, outs)):
+            if s.dynamic:
+                # padded layout: the actual tensor is the leading corner of the capacity
+                sh = self._lib.model_output_actual_shape(self._ctx, j)
+                actual = tuple(int(sh[d]) for d in range(len(s.shape)))
+                o = np.ascontiguousarray(o[tuple(slice(0, n) for n in actual)])
+            result.setdefault(s.name, o)
+        return result
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            self._lib.model_destroy(self._ctx)
+            self._ctx = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,387 @@
+"""Convolution anchors (1-D/2-D/3-D, strides, pads, dilations, groups).
+
+Two schedules:
+  * implicit GEMM (groups with several output channels, incl. 1x1 and 3x3x3):
+    per (image, group), out[m, p] = W[m, (c,kd,kh,kw)] . X_cols[(c,kd,kh,kw), p]
+    with W pre-packed as the GEMM's A panels and the input columns packed per NC
+    chunk straight from X (im2col one panel at a time, never the whole matrix).
+    The packer splits each output row into the part whose reads fall inside
+    the input (no bounds checks: a plain copy for stride 1) and the padded ends.
+  * direct (depthwise and groups with 1-2 output channels per group): per
+    (image, group) the group's input planes are copied once into a zero-padded
+    buffer (the fused producers run once per element), then every output row
+    is a sum of shifted rows, vectorized over the output width.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fusion.codegen.kernels.api import KernelCode, Operand
+from fusion.codegen.kernels.common import HEADERS, indent, vec_type
+from fusion.codegen.kernels.gemm import gemm
+
+
+class Geo:
+    """Geometry normalized to three spatial dims (leading ones of size 1)."""
+
+    def __init__(self, g: dict, xshape, wshape):
+        s = len(xshape) - 2
+        self.spatial = s
+        pad1 = [1] * (3 - s)
+        pad0 = [0] * (3 - s)
+        self.N, self.C = int(xshape[0]), int(xshape[1])
+        self.M, self.Cg = int(wshape[0]), int(wshape[1])
+        self.G = int(g.get("group", 1))
+        self.inp = pad1 + [int(v) for v in xshape[2:]]
+        self.k = pad1 + [int(v) for v in wshape[2:]]
+        self.st = pad1 + [int(v) for v in (g.get("strides") or [1] * s)]
+        pads = [int(v) for v in (g.get("pads") or [0] * (2 * s))]
+        self.pb = pad0 + pads[:s]
+        self.pe = pad0 + pads[s:]
+        self.dl = pad1 + [int(v) for v in (g.get("dilations") or [1] * s)]
+        out = g.get("out")
+        if out is None:
+            out = [(self.inp[3 - s + i] + self.pb[3 - s + i] + self.pe[3 - s + i]
+                    - (self.dl[3 - s + i] * (self.k[3 - s + i] - 1) + 1)) // self.st[3 - s + i] + 1 for i in range(s)]
+        self.out = pad1 + [int(v) for v in out]
+        self.Mg = self.M // self.G
+
+    def sp_index(self, d: str, h: str, w: str) -> list[str]:
+        """The spatial part of an index of this rank."""
+        return [d, h, w][3 - self.spatial:]
+
+
+def conv(name: str, *, node_geometry: dict, X: Operand, W: Operand, bias: Operand | None, epilogue,
+         target) -> KernelCode | None:
+    if W.const is None or X.dtype != "float32" or len(X.shape) not in (3, 4, 5):
+        return None
+    wc = np.asarray(W.const, np.float32)
+    if wc.ndim != len(X.shape):
+        return None
+    g = Geo(node_geometry, X.shape, wc.shape)
+    if g.G <= 0 or g.C != g.Cg * g.G or g.M % g.G or min(g.out + g.inp + [g.N, g.M]) <= 0:
+        return None
+    weights: dict[str, np.ndarray] = {}
+    if bias is None:
+        bias_at = lambda oc: "0.0f"  # noqa: E731
+    elif bias.const is not None:
+        weights[f"{name}_bias"] = np.asarray(bias.const, np.float32).reshape(-1)
+        bias_at = lambda oc: f"A->{name}_bias[{oc}]"  # noqa: E731
+    else:
+        bias_at = lambda oc: bias.c_expr([oc])  # noqa: E731
+    if g.Mg <= 2:
+        kc = _direct(name, g, X, wc, bias_at, epilogue, target)
+    else:
+        kc = _implicit_gemm(name, g, X, wc, bias_at, epilogue, target)
+    kc.weights.update(weights)
+    return kc
+
+
+def _implicit_gemm(name, g: Geo, X: Operand, wc, bias_at, epilogue, target, transposed: bool = False) -> KernelCode:
+    """wc: the GEMM's A, [G, Mg, Cg*KD*KH*KW]. transposed: ConvTranspose in gather form, input column
+    for output o and tap k is i = (o + pad - k*dil) / stride when that divides exactly and is in range."""
+    KD, KH, KW = g.k
+    ID, IH, IW = g.inp
+    OD, OH, OW = g.out
+    SD, SH, SW = g.st
+    PD, PH, PW = g.pb
+    DD, DH, DW = g.dl
+    Kdim = g.Cg * KD * KH * KW
+    Ncols = OD * OH * OW
+    a = wc.reshape(g.G, g.Mg, Kdim)
+
+    def b_pack(bv, row, col, n0, nlen):
+        x = X.c_expr([bv[0], f"({bv[1]}) * {g.Cg} + fz_c"] + g.sp_index("fz_id", "fz_ih", "fz_iw"))
+        if transposed:
+            return _gather_pack(g, x, row, col, n0, nlen)
+        return f"""{{ /* input columns [{n0}, {n0}+{nlen}) of the implicit im2col matrix */
+    int64_t fz_k = 0;
+    for (int64_t fz_c = 0; fz_c < {g.Cg}; fz_c++)
+    for (int64_t fz_kd = 0; fz_kd < {KD}; fz_kd++)
+    for (int64_t fz_kh = 0; fz_kh < {KH}; fz_kh++)
+    for (int64_t fz_kw = 0; fz_kw < {KW}; fz_kw++, fz_k++) {{
+        float *fz_row = {row("fz_k")};
+        /* output columns ow in [wlo, whi) read inside the input row */
+        int64_t fz_wlo = fzk_cdiv({PW} - fz_kw * {DW}, {SW}), fz_whi = fzk_fdiv({IW - 1 + PW} - fz_kw * {DW}, {SW}) + 1;
+        int64_t fz_j = 0, fz_p = {n0};
+        while (fz_j < {nlen}) {{
+            int64_t fz_ow0 = fz_p % {OW}, fz_r = fz_p / {OW};
+            int64_t fz_oh = fz_r % {OH}, fz_od = fz_r / {OH};
+            int64_t fz_e = fzk_min({OW}, fz_ow0 + {nlen} - fz_j);
+            int64_t fz_id = fz_od * {SD} - {PD} + fz_kd * {DD}, fz_ih = fz_oh * {SH} - {PH} + fz_kh * {DH};
+            int64_t fz_jb = fz_j - fz_ow0;  /* column of output position fz_ow: fz_jb + fz_ow */
+            (void)fz_id; (void)fz_ih;
+            if (fz_id < 0 || fz_id >= {ID} || fz_ih < 0 || fz_ih >= {IH}) {{
+                for (int64_t fz_ow = fz_ow0; fz_ow < fz_e; fz_ow++) fz_row[{col("fz_jb + fz_ow")}] = 0.0f;
+            }} else {{
+                int64_t fz_lo = fzk_max(fz_ow0, fzk_min(fz_wlo, fz_e)), fz_hi = fzk_max(fz_lo, fzk_min(fz_whi, fz_e));
+                for (int64_t fz_ow = fz_ow0; fz_ow < fz_lo; fz_ow++) fz_row[{col("fz_jb + fz_ow")}] = 0.0f;
+                for (int64_t fz_ow = fz_lo; fz_ow < fz_hi; fz_ow++) {{
+                    int64_t fz_iw = fz_ow * {SW} + ({-PW} + fz_kw * {DW});
+                    fz_row[{col("fz_jb + fz_ow")}] = {x};
+                }}
+                for (int64_t fz_ow = fz_hi; fz_ow < fz_e; fz_ow++) fz_row[{col("fz_jb + fz_ow")}] = 0.0f;
+            }}
+            fz_j += fz_e - fz_ow0; fz_p += fz_e - fz_ow0;
+        }}
+    }}
+}}"""
+
+    def epi_row(bv, m, row, n0, nlen):
+        # walk the finished row one output row (fixed od, oh) at a time: no division per element,
+        # and a plain contiguous loop the compiler can vectorize when the epilogue is simple
+        return f"""{{
+    int64_t fz_oc = ({bv[1]}) * {g.Mg} + {m};
+    float fz_bv = {bias_at("fz_oc")};
+    int64_t fz_j = 0, fz_p = {n0};
+    while (fz_j < {nlen}) {{
+        int64_t fz_xw0 = fz_p % {OW}, fz_q = fz_p / {OW}, fz_xh = fz_q % {OH}, fz_xd = fz_q / {OH};
+        int64_t fz_e = fzk_min({OW}, fz_xw0 + {nlen} - fz_j);
+        const float *fz_src = {row} + fz_j - fz_xw0;
+        (void)fz_xd; (void)fz_xh;
+        for (int64_t fz_xw = fz_xw0; fz_xw < fz_e; fz_xw++) {{
+            float fz_v = fz_src[fz_xw] + fz_bv;
+{indent(epilogue([bv[0], "fz_oc"] + g.sp_index("fz_xd", "fz_xh", "fz_xw"), "fz_v"), 12)}
+        }}
+        fz_j += fz_e - fz_xw0; fz_p += fz_e - fz_xw0;
+    }}
+}}"""
+
+    kind = ("1x1 conv as gemm" if Kdim == g.Cg else f"{'x'.join(map(str, g.k[3 - g.spatial:]))} conv as implicit gemm")
+    if transposed:
+        kind = f"{'x'.join(map(str, g.k[3 - g.spatial:]))} conv-transpose as implicit gemm (gather form)"
+    if g.G > 1:
+        kind += f", {g.G} groups"
+    return gemm(name, batch=[g.N, g.G], M=g.Mg, N=Ncols, K=Kdim, target=target, epilogue=None, epilogue_row=epi_row,
+                a_const=a, a_group=lambda bv: bv[1], b_pack=b_pack, what=kind)
+
+
+def _ph(w: str, sw: int, wq: int) -> str:
+    """Offset of padded column `w` in a row stored as `sw` phases of width `wq`."""
+    return f"({w})" if sw == 1 else f"(({w}) % {sw}) * {wq} + ({w}) / {sw}"
+
+
+def _direct(name, g: Geo, X: Operand, wc, bias_at, epilogue, target) -> KernelCode:
+    KD, KH, KW = g.k
+    ID, IH, IW = g.inp
+    OD, OH, OW = g.out
+    SD, SH, SW = g.st
+    PD, PH, PW = g.pb
+    DD, DH, DW = g.dl
+    # padded planes cover exactly the windows' reach
+    Dp, Hp, Wp = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(g.out, g.st, g.k, g.dl)]
+    # each padded row is stored as SW phases (columns w = w' * SW + phase): a tap then reads
+    # one phase contiguously across the output width, so strided convs load whole vectors too
+    Wq = -(-Wp // SW)
+    Wr = SW * Wq
+    plane = Dp * Hp * Wr
+    taps = g.Cg * KD * KH * KW
+    lanes = max(1, target.vector_bits // 32)
+    vt, vdef = vec_type(lanes)
+    nv = 4 if lanes > 1 else 8
+    T = lanes * nv                                   # outputs per register block
+    weights = {f"{name}_w": np.ascontiguousarray(wc.reshape(g.M, taps))}
+    x = X.c_expr(["fz_n", "fz_g * %d + fz_c" % g.Cg] + g.sp_index("fz_id", "fz_ih", "fz_iw"))
+    load = lambda j: f"*(const {vt} *)(fz_s + {j * lanes})"  # noqa: E731
+    accs = [f"fz_a{j}" for j in range(nv)]
+    epi = epilogue(["fz_n", "fz_oc"] + g.sp_index("fz_od", "fz_oh", "fz_ow"), "fz_v")
+    f = f"""{HEADERS}{vdef}
+struct {name}_task {{ const struct {name}_args *A; }};
+static void {name}_work(void *fz_arg, int64_t fz_it0, int64_t fz_it1) {{
+    const struct {name}_args *A = ((const struct {name}_task *)fz_arg)->A;
+    float *fz_pl = fzk_alloc({g.Cg * plane});
+    float fz_row[{T}];
+    for (int64_t fz_it = fz_it0; fz_it < fz_it1; fz_it++) {{
+        int64_t fz_g = fz_it % {g.G}, fz_n = fz_it / {g.G};
+        /* the group's input planes, zero padded: X is read once per element */
+        for (int64_t fz_c = 0; fz_c < {g.Cg}; fz_c++)
+        for (int64_t fz_pd = 0; fz_pd < {Dp}; fz_pd++)
+        for (int64_t fz_ph = 0; fz_ph < {Hp}; fz_ph++) {{
+            float *fz_o = fz_pl + ((fz_c * {Dp} + fz_pd) * {Hp} + fz_ph) * {Wr};
+            int64_t fz_id = fz_pd - {PD}, fz_ih = fz_ph - {PH};
+            (void)fz_id; (void)fz_ih;
+            if (fz_id < 0 || fz_id >= {ID} || fz_ih < 0 || fz_ih >= {IH}) {{
+                for (int64_t fz_pw = 0; fz_pw < {Wr}; fz_pw++) fz_o[fz_pw] = 0.0f;
+                continue;
+            }}
+            int64_t fz_lo = {min(PW, Wp)}, fz_hi = {min(PW + IW, Wp)};
+            for (int64_t fz_pw = 0; fz_pw < fz_lo; fz_pw++) fz_o[{_ph("fz_pw", SW, Wq)}] = 0.0f;
+            for (int64_t fz_pw = fz_lo; fz_pw < fz_hi; fz_pw++) {{ int64_t fz_iw = fz_pw - {PW}; fz_o[{_ph("fz_pw", SW, Wq)}] = {x}; }}
+            for (int64_t fz_pw = fz_hi; fz_pw < {Wr}; fz_pw++) fz_o[{_ph("fz_pw", SW, Wq)}] = 0.0f;
+        }}
+        for (int64_t fz_mm = 0; fz_mm < {g.Mg}; fz_mm++) {{
+            int64_t fz_oc = fz_g * {g.Mg} + fz_mm;
+            const float *fz_w = A->{name}_w + fz_oc * {taps};
+            float fz_bias = {bias_at("fz_oc")};
+            for (int64_t fz_od = 0; fz_od < {OD}; fz_od++)
+            for (int64_t fz_oh = 0; fz_oh < {OH}; fz_oh++) {{
+                int64_t fz_ow0 = 0;
+                for (; fz_ow0 + {T} <= {OW}; fz_ow0 += {T}) {{
+                    {vt} {", ".join(a + " = {0}" for a in accs)};
+                    int64_t fz_t = 0;
+                    for (int64_t fz_c = 0; fz_c < {g.Cg}; fz_c++)
+                    for (int64_t fz_kd = 0; fz_kd < {KD}; fz_kd++)
+                    for (int64_t fz_kh = 0; fz_kh < {KH}; fz_kh++) {{
+                        const float *fz_r = fz_pl + ((fz_c * {Dp} + fz_od * {SD} + fz_kd * {DD}) * {Hp} + fz_oh * {SH} + fz_kh * {DH}) * {Wr} + fz_ow0;
+                        for (int64_t fz_kw = 0; fz_kw < {KW}; fz_kw++, fz_t++) {{
+                            const float *fz_s = fz_r + {_ph("fz_kw * " + str(DW), SW, Wq)};
+                            float fz_wt = fz_w[fz_t];
+                            {" ".join(f"{a} += fz_wt * {load(j)};" for j, a in enumerate(accs))}
+                        }}
+                    }}
+                    {" ".join(f"*({vt} *)(fz_row + {j * lanes}) = {a};" for j, a in enumerate(accs))}
+                    for (int64_t fz_j = 0; fz_j < {T}; fz_j++) {{
+                        int64_t fz_ow = fz_ow0 + fz_j; float fz_v = fz_row[fz_j] + fz_bias;
+{indent(epi, 24)}
+                    }}
+                }}
+                for (int64_t fz_ow = fz_ow0; fz_ow < {OW}; fz_ow++) {{
+                    float fz_v = fz_bias;
+                    int64_t fz_t = 0;
+                    for (int64_t fz_c = 0; fz_c < {g.Cg}; fz_c++)
+                    for (int64_t fz_kd = 0; fz_kd < {KD}; fz_kd++)
+                    for (int64_t fz_kh = 0; fz_kh < {KH}; fz_kh++)
+                    for (int64_t fz_kw = 0; fz_kw < {KW}; fz_kw++, fz_t++)
+                        fz_v += fz_w[fz_t] * fz_pl[((fz_c * {Dp} + fz_od * {SD} + fz_kd * {DD}) * {Hp} + fz_oh * {SH} + fz_kh * {DH}) * {Wr} + fz_ow + {_ph("fz_kw * " + str(DW), SW, Wq)}];
+{indent(epi, 20)}
+                }}
+            }}
+        }}
+    }}
+    free(fz_pl);
+}}
+"""
+    body = f"{{ struct {name}_task fz_task = {{ A }}; fz_parallel_for({g.N * g.G}, {name}_work, &fz_task); }}\n"
+    sched = (f"direct conv ({'depthwise' if g.Cg == 1 and g.Mg == 1 else f'{g.G} groups'}), zero-padded planes per "
+             f"(image, group), {T} outputs x {lanes} lanes per register block, {g.N * g.G} work items")
+    return KernelCode(functions=f, body=body, weights=weights, schedule=sched)
+
+
+def _gather_pack(g: Geo, x: str, row, col, n0, nlen) -> str:
+    KD, KH, KW = g.k
+    ID, IH, IW = g.inp
+    OD, OH, OW = g.out
+    SD, SH, SW = g.st
+    PD, PH, PW = g.pb
+    DD, DH, DW = g.dl
+    return f"""{{ /* ConvTranspose: columns [{n0}, {n0}+{nlen}); a tap reads input (o + pad - k*dil) / stride when exact */
+    int64_t fz_k = 0;
+    for (int64_t fz_c = 0; fz_c < {g.Cg}; fz_c++)
+    for (int64_t fz_kd = 0; fz_kd < {KD}; fz_kd++)
+    for (int64_t fz_kh = 0; fz_kh < {KH}; fz_kh++)
+    for (int64_t fz_kw = 0; fz_kw < {KW}; fz_kw++, fz_k++) {{
+        float *fz_row = {row("fz_k")};
+        int64_t fz_j = 0, fz_p = {n0};
+        while (fz_j < {nlen}) {{
+            int64_t fz_ow0 = fz_p % {OW}, fz_r = fz_p / {OW};
+            int64_t fz_oh = fz_r % {OH}, fz_od = fz_r / {OH};
+            int64_t fz_e = fzk_min({OW}, fz_ow0 + {nlen} - fz_j);
+            int64_t fz_dn = fz_od + {PD} - fz_kd * {DD}, fz_hn = fz_oh + {PH} - fz_kh * {DH};
+            int64_t fz_jb = fz_j - fz_ow0;  /* column of output position fz_ow: fz_jb + fz_ow */
+            if (fz_dn < 0 || fz_dn % {SD} || fz_dn / {SD} >= {ID} || fz_hn < 0 || fz_hn % {SH} || fz_hn / {SH} >= {IH}) {{
+                for (int64_t fz_ow = fz_ow0; fz_ow < fz_e; fz_ow++) fz_row[{col("fz_jb + fz_ow")}] = 0.0f;
+            }} else {{
+                int64_t fz_id = fz_dn / {SD}, fz_ih = fz_hn / {SH};
+                (void)fz_id; (void)fz_ih;
+                for (int64_t fz_ow = fz_ow0; fz_ow < fz_e; fz_ow++) {{
+                    int64_t fz_wn = fz_ow + {PW} - fz_kw * {DW};
+                    int64_t fz_iw = fz_wn / {SW};
+                    fz_row[{col("fz_jb + fz_ow")}] = (fz_wn >= 0 && fz_wn % {SW} == 0 && fz_iw < {IW}) ? ({x}) : 0.0f;
+                }}
+            }}
+            fz_j += fz_e - fz_ow0; fz_p += fz_e - fz_ow0;
+        }}
+    }}
+}}"""
+
+
+def conv_transpose(name: str, *, node_geometry: dict, X: Operand, W: Operand, bias: Operand | None, epilogue,
+                   target) -> KernelCode | None:
+    """ConvTranspose, W [C, M/group, *k] const. Kernel == stride (U-Net's 2x2/2 upsampling), no
+    dilation, no output padding: every output gets exactly one tap, so it is a plain GEMM
+    [(m, k), c] x [c, input positions] whose epilogue scatters to output (i*s + k - pad). Otherwise
+    the gather form on the implicit GEMM (taps that fall between strides are zeros)."""
+    if W.const is None or X.dtype != "float32" or len(X.shape) not in (3, 4, 5):
+        return None
+    wc = np.asarray(W.const, np.float32)
+    if wc.ndim != len(X.shape):
+        return None
+    sp = len(X.shape) - 2
+    G = int(node_geometry.get("group", 1))
+    C, Mg = int(wc.shape[0]), int(wc.shape[1])
+    if G <= 0 or C % G or int(X.shape[1]) != C:
+        return None
+    geo = dict(node_geometry)
+    if geo.get("out") is None:
+        st = geo.get("strides") or [1] * sp
+        dl = geo.get("dilations") or [1] * sp
+        pads = geo.get("pads") or [0] * (2 * sp)
+        op = geo.get("output_padding") or [0] * sp
+        geo["out"] = [(int(X.shape[2 + i]) - 1) * st[i] + (wc.shape[2 + i] - 1) * dl[i] + 1 - pads[i] - pads[sp + i]
+                      + op[i] for i in range(sp)]
+    Cg = C // G
+    g = Geo(geo, X.shape, (Mg * G, Cg) + tuple(wc.shape[2:]))
+    if min(g.out + g.inp + [g.N]) <= 0:
+        return None
+    weights: dict[str, np.ndarray] = {}
+    if bias is None:
+        bias_at = lambda oc: "0.0f"  # noqa: E731
+    elif bias.const is not None:
+        weights[f"{name}_bias"] = np.asarray(bias.const, np.float32).reshape(-1)
+        bias_at = lambda oc: f"A->{name}_bias[{oc}]"  # noqa: E731
+    else:
+        bias_at = lambda oc: bias.c_expr([oc])  # noqa: E731
+    KK = int(np.prod(g.k))
+    exact = (g.k == g.st and g.dl == [1, 1, 1]
+             and all(o == i * s - b - e for o, i, s, b, e in zip(g.out, g.inp, g.st, g.pb, g.pe)))
+    # W [C, Mg, k] -> per group [Mg, (c, k)] (gather) or [(m, k), c] (exact tiling)
+    wg = wc.reshape(G, Cg, Mg, KK)
+    if not exact:
+        kc = _implicit_gemm(name, g, X, np.ascontiguousarray(wg.transpose(0, 2, 1, 3)).reshape(G, Mg, Cg * KK),
+                            bias_at, epilogue, target, transposed=True)
+    else:
+        kc = _tiled_transpose(name, g, X, np.ascontiguousarray(wg.transpose(0, 2, 3, 1)).reshape(G, Mg * KK, Cg),
+                              bias_at, epilogue, target)
+    kc.weights.update(weights)
+    return kc
+
+
+def _tiled_transpose(name, g: Geo, X: Operand, a, bias_at, epilogue, target) -> KernelCode:
+    KD, KH, KW = g.k
+    ID, IH, IW = g.inp
+    OD, OH, OW = g.out
+    SD, SH, SW = g.st
+    PD, PH, PW = g.pb
+    KK = KD * KH * KW
+
+    def b_elem(bv, k, n):
+        return X.c_expr([bv[0], f"({bv[1]}) * {g.Cg} + {k}"] +
+                        g.sp_index(f"({n}) / {IH * IW}", f"(({n}) / {IW}) % {IH}", f"({n}) % {IW}"))
+
+    def epi_row(bv, r, row, n0, nlen):
+        out = epilogue([bv[0], "fz_oc"] + g.sp_index("fz_od", "fz_oh", "fz_ow"), "fz_v")
+        return f"""{{ /* row (m, kd, kh, kw) over input positions: output (i*s + k - pad), exactly one tap each */
+    int64_t fz_mm = ({r}) / {KK}, fz_kk = ({r}) % {KK};
+    int64_t fz_kd = fz_kk / {KH * KW}, fz_kh = (fz_kk / {KW}) % {KH}, fz_kw = fz_kk % {KW};
+    int64_t fz_oc = ({bv[1]}) * {g.Mg} + fz_mm;
+    float fz_bv = {bias_at("fz_oc")};
+    int64_t fz_j = 0, fz_p = {n0};
+    while (fz_j < {nlen}) {{
+        int64_t fz_iw0 = fz_p % {IW}, fz_q = fz_p / {IW}, fz_ih = fz_q % {IH}, fz_id = fz_q / {IH};
+        int64_t fz_e = fzk_min({IW}, fz_iw0 + {nlen} - fz_j);
+        int64_t fz_od = fz_id * {SD} + fz_kd - {PD}, fz_oh = fz_ih * {SH} + fz_kh - {PH};
+        const float *fz_src = {row} + fz_j - fz_iw0;
+        if (fz_od >= 0 && fz_od < {OD} && fz_oh >= 0 && fz_oh < {OH})
+            for (int64_t fz_iw = fz_iw0; fz_iw < fz_e; fz_iw++) {{
+                int64_t fz_ow = fz_iw * {SW} + fz_kw - {PW};
+                if (fz_ow < 0 || fz_ow >= {OW}) continue;
+                float fz_v = fz_src[fz_iw] + fz_bv;
+{indent(out, 16)}
+            }}
+        fz_j += fz_e - fz_iw0; fz_p += fz_e - fz_iw0;
+    }}
+}}"""
+
+    return gemm(name, batch=[g.N, g.G], M=g.Mg * KK, N=ID * IH * IW, K=g.Cg, target=target, epilogue=None,
+                epilogue_row=epi_row, a_const=a, a_group=lambda bv: bv[1], b_elem=b_elem,
+                what=f"{'x'.join(map(str, g.k[3 - g.spatial:]))}/stride conv-transpose as gemm + scatter")

@@ -1,0 +1,200 @@
+"""The blocked, packed, multi-threaded GEMM that MatMul, Gemm and the
+convolutions (as implicit GEMM) share.
+
+    out[b, m, n] = sum_k A[b, m, k] * B[b, k, n]      then epilogue(b, m, n, acc)
+
+Work items are (batch, block of MC rows, group of N columns), split over
+threads with fz_parallel_for. Per item:
+  * A's MC x K rows are packed once into MR-row strips ([strip][k][MR], zero
+    padded) by evaluating the caller's expression (fused producers run once per
+    element here), or read from the compile-time packed constant;
+  * for each NC chunk of the item's columns, B is packed ([k][NC], zero padded
+    to NR) from the caller's expression or a custom packer (convolution's
+    implicit im2col), or read from the compile-time packed constant
+    ([strip][k][NR]);
+  * the micro-kernel accumulates MR x NR tiles over K in KC slices into an
+    MC x NC tile buffer (B's KC x NR panel stays in L1, A's MC x KC block in L2);
+  * the epilogue runs on each finished tile, element by element.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from fusion.codegen.kernels.api import KernelCode
+from fusion.codegen.kernels.common import (HEADERS, blocking, cdiv, decode, indent, micro_kernel, rup,
+                                           ukr_name)
+
+
+def pack_a_const(a: np.ndarray, mr: int) -> np.ndarray:
+    """[G, M, K] -> [G, ceil(M/MR), K, MR], zero padded rows."""
+    G, M, K = a.shape
+    Mp = rup(M, mr)
+    buf = np.zeros((G, Mp, K), np.float32)
+    buf[:, :M] = a
+    return np.ascontiguousarray(buf.reshape(G, Mp // mr, mr, K).transpose(0, 1, 3, 2))
+
+
+def pack_b_const(b: np.ndarray, nr: int) -> np.ndarray:
+    """[G, K, N] -> [G, ceil(N/NR), K, NR], zero padded columns."""
+    G, K, N = b.shape
+    Np = rup(N, nr)
+    buf = np.zeros((G, K, Np), np.float32)
+    buf[:, :, :N] = b
+    return np.ascontiguousarray(buf.reshape(G, K, Np // nr, nr).transpose(0, 2, 1, 3))
+
+
+def gemm(name: str, *, batch: list[int], M: int, N: int, K: int, target,
+         epilogue: Callable[[list[str], str, str, str], str],
+         a_const: np.ndarray | None = None, a_group: Callable[[list[str]], str] | None = None,
+         a_elem: Callable[[list[str], str, str], str] | None = None,
+         b_const: np.ndarray | None = None, b_group: Callable[[list[str]], str] | None = None,
+         b_elem: Callable[[list[str], str, str], str] | None = None,
+         b_pack: Callable[[list[str], Callable[[str], str], Callable[[str], str], str, str], str] | None = None,
+         epilogue_row: Callable[[list[str], str, str, str, str], str] | None = None,
+         what: str = "gemm") -> KernelCode:
+    """Generate the kernel. a_const/b_const are [G, M, K]/[G, K, N] with the group picked per batch
+    index by a_group/b_group (C expr); otherwise a_elem(bvars, m, k) / b_elem(bvars, k, n) give the
+    element, or b_pack(bvars, row, col, n0, nlen) is C filling row(k)[col(j)] = B[k, n0 + j] for k < K,
+    j < nlen (row/col give C for the panel layout).
+    epilogue(bvars, m, n, acc) is C consuming one finished element; epilogue_row(bvars, m, row, n0, nlen),
+    when given, replaces the per-element loop over a finished row: C consuming row[j] = out[m, n0 + j]
+    for j < nlen (convolutions use it to walk output rows without dividing)."""
+    g = blocking(target, M, N, K)
+    mr, nr, kc, mc, nc = g.mr, g.nr, g.kc, g.mc, g.nc
+    nbatch = int(np.prod(batch)) if batch else 1
+    nm = cdiv(M, mc)
+    # enough items that every core gets several, but groups no narrower than one NR strip
+    want = 4 * max(1, target.cores)
+    # constant A with run-time B (convolutions): an item covers all M blocks, so each packed B
+    # chunk is reused by every block instead of being packed once per block
+    b_outer = a_const is not None and b_const is None and nm > 1
+    nmi = 1 if b_outer else nm
+    ng = max(1, min(cdiv(N, nr), cdiv(want, nbatch * nmi)))
+    ngs = rup(cdiv(N, ng), nr)
+    ng = cdiv(N, ngs)
+    nc = min(nc, ngs)
+    items = nbatch * nmi * ng
+    bvars = [f"fz_b{i}" for i in range(len(batch))]
+    weights: dict[str, np.ndarray] = {}
+    ldc = rup(nc, nr)
+
+    w = []
+    w.append(f"struct {name}_task {{ const struct {name}_args *A; }};")
+    w.append(f"static void {name}_work(void *fz_arg, int64_t fz_it0, int64_t fz_it1) {{")
+    w.append(f"    const struct {name}_args *A = ((const struct {name}_task *)fz_arg)->A;")
+    if a_const is None:
+        w.append(f"    float *fz_ap = fzk_alloc({rup(mc, mr) * K});")
+    if b_const is None:
+        w.append(f"    float *fz_bp = fzk_alloc({K * ldc});")  # ldc is NC rounded up to NR
+    w.append(f"    float *fz_ct = fzk_alloc({rup(mc, mr) * ldc});")
+    w.append("    for (int64_t fz_it = fz_it0; fz_it < fz_it1; fz_it++) {")
+    inner = []
+    inner.append(f"int64_t fz_jg = fz_it % {ng}; int64_t fz_r0 = fz_it / {ng};")
+    inner.append(f"int64_t fz_ib = fz_r0 % {nmi}; int64_t fz_bf = fz_r0 / {nmi};")
+    if batch:
+        inner.append(decode("fz_bf", list(batch), bvars))
+        inner.append(" ".join(f"(void){v};" for v in bvars))
+    mset = (f"int64_t fz_m0 = fz_ib * {mc}; int64_t fz_mlen = fzk_min({mc}, {M} - fz_m0);\n"
+            f"int64_t fz_ms = (fz_mlen + {mr - 1}) / {mr};")
+    if not b_outer:
+        inner.append(mset)
+    if a_const is None:
+        # pack MR-row strips over all of K; rows past M are zeros
+        val = a_elem(bvars, "fz_m", "fz_k")
+        inner.append(f"""for (int64_t fz_s = 0; fz_s < fz_ms; fz_s++) {{
+    float *fz_dst = fz_ap + fz_s * {K * mr};
+    if (fz_m0 + fz_s * {mr} + {mr} <= {M}) {{
+        for (int64_t fz_k = 0; fz_k < {K}; fz_k++)
+            for (int64_t fz_r = 0; fz_r < {mr}; fz_r++) {{
+                int64_t fz_m = fz_m0 + fz_s * {mr} + fz_r;
+                fz_dst[fz_k * {mr} + fz_r] = {val};
+            }}
+    }} else {{
+        for (int64_t fz_k = 0; fz_k < {K}; fz_k++)
+            for (int64_t fz_r = 0; fz_r < {mr}; fz_r++) {{
+                int64_t fz_m = fz_m0 + fz_s * {mr} + fz_r;
+                fz_dst[fz_k * {mr} + fz_r] = fz_m < {M} ? ({val}) : 0.0f;
+            }}
+    }}
+}}
+const float *fz_a = fz_ap;""")
+    else:
+        G = a_const.shape[0]
+        weights[f"{name}_pa"] = pack_a_const(a_const.astype(np.float32), mr)
+        grp = a_group(bvars) if (a_group and G > 1) else "0"
+        aptr = f"const float *fz_a = A->{name}_pa + (({grp}) * {cdiv(M, mr)} + fz_m0 / {mr}) * {K * mr};"
+        if b_outer:
+            mset += "\n" + aptr
+        else:
+            inner.append(aptr)
+    inner.append(f"int64_t fz_n1 = fzk_min({N}, (fz_jg + 1) * {ngs});")
+    inner.append(f"for (int64_t fz_jc = fz_jg * {ngs}; fz_jc < fz_n1; fz_jc += {nc}) {{")
+    ch = []
+    ch.append(f"int64_t fz_nlen = fzk_min({nc}, fz_n1 - fz_jc); int64_t fz_ns = (fz_nlen + {nr - 1}) / {nr};")
+    if b_const is None:
+        row = lambda k: f"(fz_bp + ({k}) * {nr})"  # noqa: E731
+        col = lambda j: f"((uint64_t)({j}) / {nr} * {K * nr} + (uint64_t)({j}) % {nr})"  # noqa: E731
+        if b_pack is not None:
+            ch.append(b_pack(bvars, row, col, "fz_jc", "fz_nlen"))
+        else:
+            val = b_elem(bvars, "fz_k", "fz_n")
+            ch.append(f"""for (int64_t fz_s = 0; fz_s < fz_ns; fz_s++) {{
+    float *fz_dst = fz_bp + fz_s * {K * nr};
+    int64_t fz_w = fzk_min({nr}, fz_nlen - fz_s * {nr});
+    for (int64_t fz_k = 0; fz_k < {K}; fz_k++)
+        for (int64_t fz_r = 0; fz_r < fz_w; fz_r++) {{ int64_t fz_n = fz_jc + fz_s * {nr} + fz_r; fz_dst[fz_k * {nr} + fz_r] = {val}; }}
+}}""")
+        ch.append(f"""if (fz_nlen % {nr})
+    for (int64_t fz_k = 0; fz_k < {K}; fz_k++)
+        for (int64_t fz_j = fz_nlen; fz_j < fz_ns * {nr}; fz_j++) {row("fz_k")}[{col("fz_j")}] = 0.0f;""")
+        ch.append(f"const float *fz_b = fz_bp; const int64_t fz_bstrip = {K * nr}, fz_ldb = {nr};")
+    else:
+        G = b_const.shape[0]
+        weights[f"{name}_pb"] = pack_b_const(b_const.astype(np.float32), nr)
+        grp = b_group(bvars) if (b_group and G > 1) else "0"
+        ch.append(f"const float *fz_b = A->{name}_pb + (({grp}) * {cdiv(N, nr)} + fz_jc / {nr}) * {K * nr};")
+        ch.append(f"const int64_t fz_bstrip = {K * nr}, fz_ldb = {nr};")
+    ce = []
+    ce.append(f"""for (int64_t fz_pc = 0; fz_pc < {K}; fz_pc += {kc}) {{
+    int64_t fz_kc = fzk_min({kc}, {K} - fz_pc);
+    for (int64_t fz_js = 0; fz_js < fz_ns; fz_js++)
+        for (int64_t fz_is = 0; fz_is < fz_ms; fz_is++)
+            {ukr_name(g)}(fz_kc, fz_a + fz_is * {K * mr} + fz_pc * {mr}, fz_b + fz_js * fz_bstrip + fz_pc * fz_ldb, fz_ldb,
+                       fz_ct + fz_is * {mr * ldc} + fz_js * {nr}, {ldc}, fz_pc > 0);
+}}""")
+    if epilogue_row is not None:
+        erow = epilogue_row(bvars, "fz_m", "fz_crow", "fz_jc", "fz_nlen")
+    else:
+        erow = f"""for (int64_t fz_j = 0; fz_j < fz_nlen; fz_j++) {{
+    int64_t fz_n = fz_jc + fz_j;
+    float fz_acc = fz_crow[fz_j];
+{indent(epilogue(bvars, "fz_m", "fz_n", "fz_acc"), 4)}
+}}"""
+    ce.append(f"""for (int64_t fz_i = 0; fz_i < fz_mlen; fz_i++) {{
+    int64_t fz_m = fz_m0 + fz_i;
+    const float *fz_crow = fz_ct + fz_i * {ldc};
+{indent(erow, 4)}
+}}""")
+    if b_outer:
+        ch.append(f"for (int64_t fz_ib = 0; fz_ib < {nm}; fz_ib++) {{\n{indent(mset, 4)}\n{indent(chr(10).join(ce), 4)}\n}}")
+    else:
+        ch.extend(ce)
+    inner.append(indent("\n".join(ch), 4))
+    inner.append("}")
+    w.append(indent("\n".join(inner), 8))
+    w.append("    }")
+    if a_const is None:
+        w.append("    free(fz_ap);")
+    if b_const is None:
+        w.append("    free(fz_bp);")
+    w.append("    free(fz_ct);")
+    w.append("}")
+    functions = HEADERS + micro_kernel(g) + "\n".join(w) + "\n"
+    body = (f"{{ struct {name}_task fz_task = {{ A }}; fz_parallel_for({items}, {name}_work, &fz_task); }}\n")
+    sched = (f"{what} {mr}x{nr} micro-kernel ({g.lanes}-lane vectors), KC={kc} MC={mc} NC={nc}, "
+             f"A {'pre-packed' if a_const is not None else 'packed at run time'}, "
+             f"B {'pre-packed' if b_const is not None else 'packed at run time'}, "
+             f"{items} work items over batch x {'N groups (all M blocks per item)' if b_outer else 'M blocks x N groups'}")
+    return KernelCode(functions=functions, body=body, weights=weights, schedule=sched)

@@ -1,0 +1,127 @@
+/* fz_opaque.h: hand-written kernels for the ops that cannot be loop nests
+ * (data-dependent output shapes or orders: NonMaxSuppression, TopK, NonZero,
+ * RoiAlign, Unique, ...). Compiled into every model library.
+ *
+ * Contract (see docs/opaque.md):
+ *  - every kernel returns 0 on success, else nonzero after setting a message
+ *    readable with fz_opaque_last_error() (per thread);
+ *  - outputs are allocated by the caller; on entry out[k].shape/rank give the
+ *    capacity (only the element count matters), on return the actual shape;
+ *  - an omitted optional input is either past n_in or has dtype FZ_UNDEFINED;
+ *  - kernels never read or write outside the tensors they are given: bad
+ *    indices, shapes or dtypes are errors, not crashes;
+ *  - no global state except the per-thread error message.
+ *
+ * The attribute structs below are parsed by fusion/codegen/opaque/kernels.py
+ * (one field per line: `type name;`), keep that form.
+ */
+#ifndef FZ_OPAQUE_H
+#define FZ_OPAQUE_H
+
+#include <stdint.h>
+
+#ifndef FZ_OPAQUE_API
+#define FZ_OPAQUE_API
+#endif
+
+#define FZ_MAX_RANK 8
+
+typedef struct {
+    void *data;
+    int32_t dtype;   /* ONNX TensorProto element type */
+    int32_t rank;
+    int64_t shape[FZ_MAX_RANK];
+} fz_tensor;
+
+/* ONNX TensorProto.DataType */
+enum {
+    FZ_UNDEFINED = 0, FZ_FLOAT = 1, FZ_UINT8 = 2, FZ_INT8 = 3, FZ_UINT16 = 4, FZ_INT16 = 5,
+    FZ_INT32 = 6, FZ_INT64 = 7, FZ_STRING = 8, FZ_BOOL = 9, FZ_FLOAT16 = 10, FZ_DOUBLE = 11,
+    FZ_UINT32 = 12, FZ_UINT64 = 13, FZ_BFLOAT16 = 16
+};
+
+/* reduction attribute of ScatterND / ScatterElements */
+enum { FZ_REDUCE_NONE = 0, FZ_REDUCE_ADD = 1, FZ_REDUCE_MUL = 2, FZ_REDUCE_MAX = 3, FZ_REDUCE_MIN = 4 };
+
+struct fz_attrs_TopK {
+    int64_t axis;
+    int32_t largest;
+    int32_t sorted;
+};
+
+struct fz_attrs_NonMaxSuppression {
+    int32_t center_point_box;
+};
+
+struct fz_attrs_RoiAlign {
+    int32_t mode;            /* 0 avg, 1 max */
+    int32_t half_pixel;      /* 1 half_pixel, 0 output_half_pixel */
+    int64_t output_height;
+    int64_t output_width;
+    int64_t sampling_ratio;
+    float spatial_scale;
+};
+
+struct fz_attrs_NonZero {
+    int32_t unused;
+};
+
+struct fz_attrs_Compress {
+    int32_t has_axis;
+    int64_t axis;
+};
+
+struct fz_attrs_GatherND {
+    int64_t batch_dims;
+};
+
+struct fz_attrs_ScatterND {
+    int32_t reduction;
+};
+
+struct fz_attrs_ScatterElements {
+    int64_t axis;
+    int32_t reduction;
+};
+
+struct fz_attrs_ReverseSequence {
+    int64_t batch_axis;
+    int64_t time_axis;
+};
+
+struct fz_attrs_Unique {
+    int32_t has_axis;
+    int64_t axis;
+    int32_t sorted;
+};
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+FZ_OPAQUE_API const char *fz_opaque_last_error(void);
+FZ_OPAQUE_API void fz_opaque_set_error(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+#define FZ_KERNEL(name) \
+    FZ_OPAQUE_API int fz_op_##name(const fz_tensor *in, int n_in, fz_tensor *out, int n_out, const void *attrs)
+
+FZ_KERNEL(TopK);
+FZ_KERNEL(NonMaxSuppression);
+FZ_KERNEL(RoiAlign);
+FZ_KERNEL(NonZero);
+FZ_KERNEL(Compress);
+FZ_KERNEL(GatherND);
+FZ_KERNEL(ScatterND);
+FZ_KERNEL(ScatterElements);
+FZ_KERNEL(ReverseSequence);
+FZ_KERNEL(Unique);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

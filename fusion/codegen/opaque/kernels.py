@@ -1,0 +1,227 @@
+"""What each C kernel needs from a node: its attribute struct (read from
+fz_opaque.h, the one declaration of the layout), how ONNX attributes become
+struct fields, the output dtypes, and a capacity for every output.
+
+Capacities are exact for ops whose output shape follows from input shapes,
+and an upper bound for data-dependent ones (NonZero, NMS, Unique, Compress,
+TopK with a computed K); the kernel writes the actual shape.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Sequence
+
+import numpy as np
+
+from fusion.errors import FusionError, ShapeError, UnsupportedOpError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HEADER = os.path.join(HERE, "fz_opaque.h")
+
+_CTYPES = {"int64_t": ctypes.c_int64, "int32_t": ctypes.c_int32, "float": ctypes.c_float,
+           "double": ctypes.c_double}
+
+REDUCTIONS = {"none": 0, "add": 1, "mul": 2, "max": 3, "min": 4}
+
+FLOATS = ("float32", "float64")
+NUMBERS = ("float32", "float64", "int32", "int64")
+ANY = None  # byte-moving kernels take every fixed-size type
+
+
+@lru_cache(maxsize=None)
+def struct_fields() -> dict[str, tuple[tuple[str, str], ...]]:
+    """{op: ((ctype, field), ...)} from the `struct fz_attrs_OP { ... };` blocks of the header."""
+    text = open(HEADER).read()
+    out = {}
+    for m in re.finditer(r"struct\s+fz_attrs_(\w+)\s*\{(.*?)\};", text, re.S):
+        body = re.sub(r"/\*.*?\*/", "", m.group(2), flags=re.S)
+        out[m.group(1)] = tuple((t, n) for t, n in re.findall(r"(\w+)\s+(\w+)\s*;", body))
+    return out
+
+
+@lru_cache(maxsize=None)
+def ctypes_struct(op: str) -> type:
+    fields = [(n, _CTYPES[t]) for t, n in struct_fields()[op]]
+    return type(f"fz_attrs_{op}", (ctypes.Structure,), {"_fields_": fields})
+
+
+# ---------------------------------------------------------------------------
+# attribute conversion
+
+def _s(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _choice(op: str, name: str, value, table: dict[str, int]) -> int:
+    key = _s(value).lower()
+    if key not in table:
+        raise FusionError(f"{op}: attribute {name}='{_s(value)}' is not one of {', '.join(table)}")
+    return table[key]
+
+
+def _topk(a, opset):
+    return {"axis": int(a.get("axis", -1)), "largest": int(a.get("largest", 1)), "sorted": int(a.get("sorted", 1))}
+
+
+def _nms(a, opset):
+    return {"center_point_box": int(a.get("center_point_box", 0))}
+
+
+def _roialign(a, opset):
+    # opset 10 has no coordinate_transformation_mode and behaves as output_half_pixel
+    ctm = a.get("coordinate_transformation_mode") or ("half_pixel" if opset >= 16 else "output_half_pixel")
+    return {"mode": _choice("RoiAlign", "mode", a.get("mode", "avg"), {"avg": 0, "max": 1}),
+            "half_pixel": _choice("RoiAlign", "coordinate_transformation_mode", ctm,
+                                  {"half_pixel": 1, "output_half_pixel": 0}),
+            "output_height": int(a.get("output_height", 1)), "output_width": int(a.get("output_width", 1)),
+            "sampling_ratio": int(a.get("sampling_ratio", 0)), "spatial_scale": float(a.get("spatial_scale", 1.0))}
+
+
+def _optional_axis(a, opset):
+    axis = a.get("axis")
+    return {"has_axis": int(axis is not None), "axis": int(axis) if axis is not None else 0}
+
+
+def _scatter_nd(a, opset):
+    return {"reduction": _choice("ScatterND", "reduction", a.get("reduction", "none"), REDUCTIONS)}
+
+
+def _scatter_el(a, opset):
+    return {"axis": int(a.get("axis", 0)),
+            "reduction": _choice("ScatterElements", "reduction", a.get("reduction", "none"), REDUCTIONS)}
+
+
+def _unique(a, opset):
+    return {**_optional_axis(a, opset), "sorted": int(a.get("sorted", 1))}
+
+
+
+# ---------------------------------------------------------------------------
+# output capacities: (input shapes, known input values or None, fields) -> shapes
+
+Shapes = Sequence[tuple]
+
+
+def _axis(axis: int, rank: int, op: str) -> int:
+    if not -max(rank, 1) <= axis < max(rank, 1):
+        raise ShapeError(f"{op}: axis {axis} is out of range for rank {rank}")
+    return axis + rank if axis < 0 else axis
+
+
+def _numel(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+
+
+def _scalar(v):
+    return None if v is None or np.asarray(v).size != 1 else int(np.asarray(v).reshape(-1)[0])
+
+
+def _cap_topk(s, v, f):
+    x = s[0]
+    ax = _axis(f["axis"], len(x), "TopK")
+    k = _scalar(v[1])
+    shape = tuple(x[:ax]) + (min(k, x[ax]) if k is not None and k >= 0 else x[ax],) + tuple(x[ax + 1:])
+    return [shape, shape]
+
+
+def _cap_nms(s, v, f):
+    b, n = s[0][0], s[0][1]
+    c = s[1][1]
+    absent = len(s) <= 2 or s[2] is None      # omitted max_output_boxes_per_class means 0
+    m = 0 if absent else _scalar(v[2])
+    per = min(n, max(m, 0)) if m is not None else n
+    return [(b * c * per, 3)]
+
+
+def _cap_roialign(s, v, f):
+    return [(s[1][0], s[0][1], f["output_height"], f["output_width"])]
+
+
+def _cap_nonzero(s, v, f):
+    return [(max(len(s[0]), 1), _numel(s[0]))]
+
+
+def _cap_compress(s, v, f):
+    x, nc = s[0], s[1][0]
+    cond = v[1]
+    kept = lambda dim: int(np.count_nonzero(np.asarray(cond).reshape(-1)[:dim])) if cond is not None else min(dim, nc)
+    if not f["has_axis"]:
+        return [(kept(_numel(x)),)]
+    ax = _axis(f["axis"], len(x), "Compress")
+    return [tuple(x[:ax]) + (kept(x[ax]),) + tuple(x[ax + 1:])]
+
+
+def _cap_gathernd(s, v, f):
+    x, ind, b = s[0], s[1], f["batch_dims"]
+    return [tuple(ind[:-1]) + tuple(x[b + ind[-1]:])]
+
+
+def _same_as_input(s, v, f):
+    return [tuple(s[0])]
+
+
+def _cap_unique(s, v, f):
+    x = s[0]
+    if not f["has_axis"]:
+        n = _numel(x)
+        return [(n,), (n,), (n,), (n,)]
+    ax = _axis(f["axis"], len(x), "Unique")
+    return [tuple(x), (x[ax],), (x[ax],), (x[ax],)]
+
+
+
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Kernel:
+    op: str
+    fields: Callable[[dict, int], dict]                 # (node attrs, opset) -> struct fields
+    capacity: Callable[[Shapes, list, dict], list]      # -> a shape per output
+    out_dtypes: Callable[[list], list]                  # input dtypes -> output dtypes
+    dtypes: tuple | None                                # accepted dtypes of input 0 (None: any fixed size)
+    n_out: int = 1
+
+    def struct(self, fields: dict):
+        return ctypes_struct(self.op)(**fields)
+
+
+_first = lambda d: [d[0]]
+_int64 = lambda d: [np.dtype(np.int64)]
+
+KERNELS: dict[str, Kernel] = {k.op: k for k in [
+    Kernel("TopK", _topk, _cap_topk, lambda d: [d[0], np.dtype(np.int64)],
+           NUMBERS + ("uint8", "int8", "uint32", "uint64"), 2),
+    Kernel("NonMaxSuppression", _nms, _cap_nms, _int64, ("float32",)),
+    Kernel("RoiAlign", _roialign, _cap_roialign, _first, FLOATS),
+    Kernel("NonZero", lambda a, o: {"unused": 0}, _cap_nonzero, _int64, ANY),
+    Kernel("Compress", _optional_axis, _cap_compress, _first, ANY),
+    Kernel("GatherND", lambda a, o: {"batch_dims": int(a.get("batch_dims", 0))}, _cap_gathernd, _first, ANY),
+    Kernel("ScatterND", _scatter_nd, _same_as_input, _first, ANY),
+    Kernel("ScatterElements", _scatter_el, _same_as_input, _first, ANY),
+    Kernel("ReverseSequence", lambda a, o: {"batch_axis": int(a.get("batch_axis", 1)),
+                                            "time_axis": int(a.get("time_axis", 0))},
+           _same_as_input, _first, ANY),
+    Kernel("Unique", _unique, _cap_unique, lambda d: [d[0]] + [np.dtype(np.int64)] * 3,
+           NUMBERS + ("int8", "uint8"), 4),
+]}
+
+
+def implemented() -> set[str]:
+    """Kernel names defined in the C sources (a kernel the header declares but no
+    .c defines is not offered)."""
+    found = set()
+    for f in os.listdir(HERE):
+        if f.endswith(".c"):
+            found.update(re.findall(r"^int fz_op_(\w+)\(", open(os.path.join(HERE, f)).read(), re.M))
+    return found
+
+
+def kernel_for(op: str) -> Kernel:
+    k = KERNELS.get(op)
+    if k is None:
+        raise UnsupportedOpError(f"op '{op}' has no hand-written kernel in fusion/codegen/opaque")
+    return k

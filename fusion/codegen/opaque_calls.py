@@ -1,0 +1,94 @@
+"""Opaque ops (TopK, NonMaxSuppression, RoiAlign, NonZero...): calls into the
+hand-written kernels of fusion/codegen/opaque, compiled into the library.
+
+An opaque block runs inside model_run (it can fail: its error becomes
+model_last_error). Its outputs are allocated at the capacity the kernel
+declares; a dimension the kernel decides at run time (NMS's number of
+selected boxes) becomes a run-time variable `fz_dyn_*` that later blocks use
+as a loop extent (see emit.py: data-dependent shapes).
+"""
+from __future__ import annotations
+
+import os
+
+import sympy
+
+from fusion.errors import UnsupportedOpError
+from fusion.codegen.emit import onnx_elem_type
+from fusion.codegen.loops import Function
+
+
+def opaque_module():
+    try:
+        from fusion.codegen import opaque
+    except ImportError:
+        return None
+    return opaque
+
+
+def lower_opaque(em, block, outs):
+    node = block.nodes[0]
+    mod = opaque_module()
+    if mod is None or not mod.supported(node):
+        raise UnsupportedOpError(f"{node.label()}: op '{node.op}' has no loop form and no runtime kernel in this "
+                                 f"build of fusion; it cannot be compiled yet")
+    # Inputs with run-time dims are described to the kernel's capacity rule at their bound.
+    dyn_ins = [v for v in node.inputs if v is not None and v.shape is not None and not v.is_static]
+    saved = [v.shape for v in dyn_ins]
+    try:
+        for v in dyn_ins:
+            v.shape = em.shape_of(v)
+        caps = mod.max_output_shapes(node)
+    finally:
+        for v, sh in zip(dyn_ins, saved):
+            v.shape = sh
+    # Bounds for the run-time dims this node decides.
+    for k, v in enumerate(node.outputs):
+        if v.shape is None or k >= len(caps):
+            continue
+        for d, cap in zip(v.shape, caps[k]):
+            if not isinstance(d, int) and isinstance(d, sympy.Symbol):
+                em.define_dim(d, int(cap))
+    loads = {}
+    in_names = []
+    lines = []
+    for i, v in enumerate(node.inputs):
+        if v is None:
+            in_names.append(None)
+            continue
+        name = em.cname(v)
+        loads[name] = v
+        t = f"fz_i{i}"
+        dims = em.runtime_dims(v)
+        lines.append(f"fz_tensor {t} = {{(void *)a.{name}, {onnx_elem_type(v.dtype.name)}, {len(dims)}, "
+                     f"{{{', '.join(dims) or '0'}}}}};")
+        in_names.append(t)
+    out_names = []
+    for k, v in enumerate(node.outputs):
+        if k >= len(caps):
+            break
+        if v not in outs:
+            out_names.append(None)
+            continue
+        t = f"fz_o{k}"
+        cap = caps[k]
+        lines.append(f"fz_tensor {t} = {{(void *)a.{em.cname(v)}, {onnx_elem_type(v.dtype.name)}, {len(cap)}, "
+                     f"{{{', '.join(str(int(c)) for c in cap) or '0'}}}}};")
+        out_names.append(t)
+    file_scope, stmt = mod.call(node, in_names, out_names,
+                                on_error="fz_set_error(fz_opaque_last_error()); return -1;")
+    lines.append(stmt)
+    for k, v in enumerate(node.outputs):
+        if k < len(out_names) and out_names[k] is not None:
+            for d, dim in enumerate(v.shape):
+                if isinstance(dim, sympy.Symbol):
+                    lines.append(f"{em.dim_var(dim)} = fz_o{k}.shape[{d}];")
+    fn = Function(block.name, em.buffers_for(loads, outs), [], [], [], functions=file_scope, raw_body="",
+                  schedule=f"runtime kernel fz_op_{node.op}")
+    fn.run_inline = "\n".join(lines)
+    em.use_opaque(mod)
+    return fn
+
+
+def sources(mod) -> tuple[list[str], list[str]]:
+    return list(mod.c_sources()), [os.path.dirname(mod.header())]

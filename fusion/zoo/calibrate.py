@@ -1,0 +1,136 @@
+"""Layer-sequential unit-variance calibration (LSUV, Mishkin & Matas 2016), run at export.
+
+Fan-in scaling alone does not keep every random network healthy: a
+squeeze-excitation gate near 0.5 halves the signal in each EfficientNet block,
+SiLU/Mish are not ReLU, unnormalized residual streams grow. So, once, at export,
+each learned layer (Conv, ConvTranspose, Gemm, MatMul with a filled weight) is
+visited in order of depth and its weight rescaled until its output on the zoo's
+seeded inputs has the standard deviation of its role: 1 for a plain layer,
+0.5 for the last layer of a residual branch, 0.1 for a decision head (scores
+stay in the sigmoid's linear range, exp() of box sizes stays near 1).
+
+The scales are written into the stored file (store.set_scale), so loading stays
+a pure function of the file: same bytes on every machine. Only onnx,
+onnxruntime and numpy are used.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from fusion.zoo import roles, store
+
+TARGET = {"": 1.0, "residual": 0.5, "head": 0.1}
+_LAYERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+
+
+def _layer_uses(model: onnx.ModelProto, names: set[str]) -> dict[str, list[onnx.NodeProto]]:
+    """weight name -> the layer nodes that use it (through Transpose/Identity/Cast)."""
+    uses = roles._Uses(model.graph)
+    out = defaultdict(list)
+    for w in names:
+        for n, i, _ in roles._through_layout(uses, w, [1, 1]):
+            if n.op_type in _LAYERS and i in (0, 1):
+                out[w].append(n)
+    return out
+
+
+def _depths(model: onnx.ModelProto) -> dict[int, int]:
+    """Layer depth of every main-graph node (number of layers on the longest path from the inputs)."""
+    depth: dict[str, int] = {}
+    nd = {}
+    for n in model.graph.node:
+        d = max((depth.get(x, 0) for x in n.input if x), default=0)
+        if n.op_type in _LAYERS:
+            d += 1
+        nd[id(n)] = d
+        for o in n.output:
+            depth[o] = d
+    return nd
+
+
+def _target(role: str) -> float:
+    for k in ("head", "residual"):
+        if f"({k})" in role:
+            return TARGET[k]
+    return TARGET[""]
+
+
+def calibrate(stored: onnx.ModelProto, zoo_name: str, feeds: dict, *, log=None) -> dict[str, float]:
+    """Scales for the stored model's layer weights; also written into `stored` in place."""
+    import onnxruntime as ort
+    recipes = roles.plan_recipes(stored, store.stripped_names(stored))
+    uses = _layer_uses(stored, {n for n, r in recipes.items() if r.kind == "normal"})
+    uses = {w: ns for w, ns in uses.items() if ns}
+    nd = _depths(stored)
+    groups = defaultdict(list)
+    for w, ns in uses.items():
+        groups[min(nd.get(id(n), 0) for n in ns)].append(w)
+    scales = {w: 1.0 for w in uses}
+    model = store.fill(stored, zoo_name, scales)
+    inits = {t.name: t for t in model.graph.initializer}
+    base = {w: numpy_helper.to_array(inits[w]).copy() for w in uses}
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    for d in sorted(groups):
+        ws = groups[d]
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        del probe.graph.output[:]
+        outs = sorted({n.output[0] for w in ws for n in uses[w]})
+        probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in outs)
+        sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        want = {i.name for i in sess.get_inputs()}
+        vals = dict(zip(outs, sess.run(outs, {k: v for k, v in feeds.items() if k in want})))
+        for w in ws:
+            stds = [float(np.std(vals[n.output[0]].astype(np.float64))) for n in uses[w]]
+            stds = [s for s in stds if math.isfinite(s) and s > 0]
+            if not stds:
+                continue
+            std = math.exp(sum(math.log(s) for s in stds) / len(stds))
+            scales[w] *= _target(recipes[w].role) / std
+            inits[w].CopyFrom(numpy_helper.from_array((base[w] * np.float32(scales[w])).astype(base[w].dtype), w))
+        if log:
+            log(f"  depth {d}: {len(ws)} layers, output std -> scales {min(scales[w] for w in ws):.3g}.."
+                f"{max(scales[w] for w in ws):.3g}")
+    for t in stored.graph.initializer:
+        if t.name in scales:
+            store.set_scale(t, scales[t.name])
+    return scales
+
+
+def calibrate_file(name: str, small: bool, log=print) -> int:
+    """Calibrate a bundled model file in place (maintainers: after an export)."""
+    from fusion import zoo
+    path = zoo.model_path(name, small)
+    stored = store.load(path)
+    for t in stored.graph.initializer:   # start from the recipes, not a previous calibration
+        if store.is_marked(t):
+            store.set_scale(t, 1.0)
+    from fusion.zoo.inputs import make_inputs
+    feeds = make_inputs(name, stored, zoo.facts(name, small), seed=0)
+    scales = calibrate(stored, name, feeds)
+    size = store.save(stored, path)
+    zoo._stored.cache_clear()
+    if log:
+        log(f"{name}{' (small)' if small else ''}: {len(scales)} layers calibrated, {size / 1e6:.2f} MB")
+    return len(scales)
+
+
+def main(argv=None):
+    import argparse
+    p = argparse.ArgumentParser(description="calibrate bundled zoo models in place (LSUV)")
+    p.add_argument("names", nargs="+")
+    p.add_argument("--small", action="store_true")
+    a = p.parse_args(argv)
+    for n in a.names:
+        calibrate_file(n, a.small)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Fused C code generation for the host, checked against onnxruntime."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+
+import fusion
+from fusion.errors import InputError
+from fusion.oracle import compare, random_inputs, run_onnxruntime
+
+
+def model(nodes, inputs, outputs, inits=(), opset=13):
+    g = h.make_graph(nodes, "t", [h.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+                     [h.make_tensor_value_info(n, t, None) for n, t in outputs], list(inits))
+    return h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
+
+
+def const(name, arr):
+    arr = np.asarray(arr)
+    return onnx.numpy_helper.from_array(arr, name)
+
+
+def check(proto, plan_kwargs=None, threads=1):
+    g = fusion.load(proto)
+    feeds = random_inputs(g, seed=3)
+    expected = run_onnxruntime(proto, feeds)
+    mod = fusion.compile(g, threads=threads, profile_db=False)
+    got = mod.run(feeds)
+    rep = compare(got, expected)
+    assert rep.ok, str(rep)
+    return mod
+
+
+F = T.FLOAT
+rng = np.random.default_rng(7)
+
+
+def W(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- per class
+
+def test_one_to_one_chain_is_one_kernel():
+    m = model([h.make_node("Mul", ["x", "y"], ["a"]), h.make_node("Sigmoid", ["a"], ["b"]),
+               h.make_node("Tanh", ["b"], ["c"]), h.make_node("Sub", ["c", "x"], ["z"])],
+              [("x", F, [3, 5, 7]), ("y", F, [3, 5, 7])], [("z", F)])
+    mod = check(m)
+    assert mod.report["kernels"] == 1
+
+
+def test_one_to_many_broadcast():
+    m = model([h.make_node("Add", ["x", "b"], ["a"]), h.make_node("Mul", ["a", "s"], ["z"])],
+              [("x", F, [2, 4, 6, 5]), ("b", F, [4, 1, 1]), ("s", F, [5])], [("z", F)])
+    check(m)
+
+
+def test_many_to_many_matmul_with_prologue_and_epilogue():
+    m = model([h.make_node("Relu", ["x"], ["xr"]), h.make_node("MatMul", ["xr", "w"], ["m"]),
+               h.make_node("Add", ["m", "b"], ["a"]), h.make_node("Tanh", ["a"], ["z"])],
+              [("x", F, [2, 9, 33])], [("z", F)], [const("w", W(33, 17)), const("b", W(17))])
+    mod = check(m)
+    roles = [b.roles() for b in mod.plan.blocks]
+    assert any("prologue" in r.values() and "epilogue" in r.values() for r in roles)
+
+
+def test_batched_matmul_both_runtime():
+    m = model([h.make_node("MatMul", ["a", "b"], ["z"])], [("a", F, [2, 3, 5, 7]), ("b", F, [3, 7, 4])], [("z", F)])
+    check(m)
+
+
+def test_conv_bias_relu():
+    m = model([h.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+               h.make_node("Relu", ["c"], ["z"])],
+              [("x", F, [1, 3, 11, 10])], [("z", F)], [const("w", W(8, 3, 3, 3)), const("b", W(8))])
+    check(m)
+
+
+def test_grouped_dilated_conv():
+    m = model([h.make_node("Conv", ["x", "w"], ["z"], group=2, dilations=[2, 1], pads=[2, 0, 1, 1])],
+              [("x", F, [2, 4, 9, 8])], [("z", F)], [const("w", W(6, 2, 3, 2))])
+    check(m)
+
+
+@pytest.mark.parametrize("op,attrs", [("Softmax", {"axis": -1}), ("LogSoftmax", {"axis": 1}),
+                                      ("ReduceMean", {"axes": [1], "keepdims": 1}),
+                                      ("ReduceMax", {"axes": [0, 2], "keepdims": 0}),
+                                      ("ReduceLogSumExp", {"axes": [2], "keepdims": 1})])
+def test_reductions(op, attrs):
+    m = model([h.make_node(op, ["x"], ["z"], **attrs)], [("x", F, [3, 6, 10])], [("z", F)])
+    check(m)
+
+
+def test_layernorm_pattern_hoists_reductions():
+    # mean and variance are computed once per row, not once per element
+    nodes = [h.make_node("ReduceMean", ["x"], ["mu"], axes=[-1]), h.make_node("Sub", ["x", "mu"], ["d"]),
+             h.make_node("Mul", ["d", "d"], ["d2"]), h.make_node("ReduceMean", ["d2"], ["var"], axes=[-1]),
+             h.make_node("Add", ["var", "eps"], ["ve"]), h.make_node("Sqrt", ["ve"], ["sd"]),
+             h.make_node("Div", ["d", "sd"], ["z"])]
+    m = model(nodes, [("x", F, [4, 32])], [("z", F)], [const("eps", np.array(1e-5, np.float32))])
+    check(m)
+
+
+def test_reorganize_and_shuffle_are_index_arithmetic():
+    nodes = [h.make_node("Reshape", ["x", "s"], ["r"]), h.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
+             h.make_node("Relu", ["t"], ["u"]), h.make_node("Concat", ["u", "y"], ["c"], axis=2),
+             h.make_node("Sigmoid", ["c"], ["z"])]
+    m = model(nodes, [("x", F, [2, 12, 5]), ("y", F, [2, 10, 3])], [("z", F)],
+              [const("s", np.array([2, 6, 10], np.int64))])
+    mod = check(m)
+    assert mod.report["kernels"] == 1
+    # one loop nest, one store: Reshape/Transpose/Concat never copy
+    stores = re.findall(r"^\s*v_\w+\[.*\] = ", mod.c_source, re.M)
+    assert len(stores) == 1, stores
+
+
+def test_integer_and_bool_ops():
+    nodes = [h.make_node("Cast", ["x"], ["xi"], to=T.INT64), h.make_node("Mod", ["xi", "k"], ["m"]),
+             h.make_node("Greater", ["m", "one"], ["g"]), h.make_node("Where", ["g", "x", "y"], ["z"])]
+    m = model(nodes, [("x", F, [5, 6]), ("y", F, [5, 6])], [("z", F), ("m", T.INT64)],
+              [const("k", np.array(3, np.int64)), const("one", np.array(1, np.int64))])
+    g = fusion.load(m)
+    feeds = {"x": (rng.standard_normal((5, 6)) * 10).astype(np.float32), "y": W(5, 6)}
+    rep = compare(fusion.compile(g, threads=1, profile_db=False).run(feeds), run_onnxruntime(m, feeds))
+    assert rep.ok, str(rep)
+
+
+# --------------------------------------------------------------------------- runtime
+
+def test_memory_planner_reuses_buffers():
+    nodes = []
+    prev = "x"
+    for i in range(5):
+        nodes.append(h.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]))
+        prev = f"m{i}"
+    m = model(nodes, [("x", F, [8, 16])], [(prev, F)], [const(f"w{i}", W(16, 16)) for i in range(5)])
+    mod = check(m)
+    mem = mod.report["peak_memory"]
+    assert mem["arena_bytes"] < mem["arena_without_reuse_bytes"]
+    assert mem["arena_bytes"] == 2 * 8 * 16 * 4   # two live intermediates at a time
+
+
+def test_wrong_inputs_give_clear_errors():
+    m = model([h.make_node("Relu", ["x"], ["z"])], [("x", F, [2, 3])], [("z", F)])
+    mod = fusion.compile(fusion.load(m), threads=1, profile_db=False)
+    with pytest.raises(InputError, match=r"input 'x' has shape \[3, 2\].*compiled for \[2, 3\]"):
+        mod.run({"x": np.zeros((3, 2), np.float32)})
+    with pytest.raises(InputError, match=r"input 'x' has dtype float64, the model expects float32"):
+        mod.run({"x": np.zeros((2, 3))})
+    with pytest.raises(InputError, match=r"input 'x' is missing"):
+        mod.run({})
+    with pytest.raises(InputError, match=r"unknown input 'q'"):
+        mod.run({"x": np.zeros((2, 3), np.float32), "q": 1})
+
+
+def test_multithreaded_equals_single_threaded():
+    nodes = [h.make_node("MatMul", ["x", "w"], ["m"]), h.make_node("Softmax", ["m"], ["s"], axis=-1),
+             h.make_node("Mul", ["s", "x2"], ["z"])]
+    m = model(nodes, [("x", F, [256, 64]), ("x2", F, [256, 96])], [("z", F)], [const("w", W(64, 96))])
+    g = fusion.load(m)
+    feeds = random_inputs(g)
+    mod = fusion.compile(g, threads=1, profile_db=False)
+    assert any(b["parallel"] for b in mod.report["block_schedules"])
+    one = mod.run(feeds)["z"]
+    assert mod.set_threads(2) == 2
+    two = mod.run(feeds)["z"]
+    np.testing.assert_array_equal(one, two)
+    assert compare({"z": two}, run_onnxruntime(g, feeds)).ok
+
+
+def test_outputs_that_are_inputs_or_constants():
+    m = model([h.make_node("Relu", ["x"], ["z"]), h.make_node("Identity", ["c"], ["k"])],
+              [("x", F, [4])], [("z", F), ("x", F), ("k", F)], [const("c", W(3))])
+    check(m)
+
+
+def test_c_interface_header(tmp_path):
+    m = model([h.make_node("Relu", ["x"], ["z"])], [("x", F, [2, 3])], [("z", F)])
+    fusion.compile(fusion.load(m), out_dir=str(tmp_path), profile_db=False)
+    for f in ("model.c", "model.h", "weights.bin", "libmodel.so", "report.json", "fz_runtime.h"):
+        assert (tmp_path / f).exists(), f
+    head = (tmp_path / "model.h").read_text()
+    assert "[0] x: float32 [2, 3]" in head and "int model_run(void *model" in head
+    import ctypes
+    lib = ctypes.CDLL(str(tmp_path / "libmodel.so"))
+    lib.model_create.restype = ctypes.c_void_p
+    lib.model_last_error.restype = ctypes.c_char_p
+    assert not lib.model_create(str(tmp_path / "nope.bin").encode())
+    assert b"cannot open weights file" in lib.model_last_error()
+    lib.model_input_name.restype = ctypes.c_char_p
+    assert lib.model_num_inputs() == 1 and lib.model_input_name(0) == b"x" and lib.model_input_dtype(0) == 1
+
+
+# --------------------------------------------------------------------------- opaque ops, run-time shapes
+
+def _nms_model():
+    from onnx import numpy_helper as nh
+    nodes = [h.make_node("NonMaxSuppression", ["boxes", "scores", "mo", "iou", "st"], ["sel"]),
+             h.make_node("Gather", ["sel", "two"], ["idx"], axis=1),
+             h.make_node("Cast", ["idx"], ["f"], to=T.FLOAT), h.make_node("Mul", ["f", "half"], ["z"]),
+             h.make_node("TopK", ["s2", "k"], ["v", "i"], axis=-1)]
+    inits = [nh.from_array(np.array([4], np.int64), "mo"), nh.from_array(np.array([0.3], np.float32), "iou"),
+             nh.from_array(np.array([0.0], np.float32), "st"), nh.from_array(np.array(2, np.int64), "two"),
+             nh.from_array(np.array(0.5, np.float32), "half"), nh.from_array(np.array([3], np.int64), "k")]
+    return model(nodes, [("boxes", F, [1, 30, 4]), ("scores", F, [1, 2, 30]), ("s2", F, [4, 9])],
+                 [("z", F), ("v", F), ("i", T.INT64)], inits)
+
+
+def test_opaque_ops_and_data_dependent_shapes():
+    pytest.importorskip("fusion.codegen.opaque")
+    m = _nms_model()
+    g = fusion.load(m)
+    mod = fusion.compile(g, threads=1, profile_db=False)
+    assert [o.dynamic for o in mod.outputs] == [True, False, False]
+    for seed in range(3):
+        r = np.random.default_rng(seed)
+        xy = r.random((1, 30, 2)).astype(np.float32) * 10
+        feeds = {"boxes": np.concatenate([xy, xy + 1 + r.random((1, 30, 2)).astype(np.float32) * 3], axis=2),
+                 "scores": r.random((1, 2, 30)).astype(np.float32), "s2": W(4, 9)}
+        got = mod.run(feeds)
+        exp = run_onnxruntime(m, feeds)
+        assert got["z"].shape == exp["z"].shape     # the actual number of boxes, not the capacity
+        assert compare(got, exp).ok

@@ -1,0 +1,383 @@
+"""The hand-written opaque kernels (fusion/codegen/opaque) against onnxruntime
+running a one-node model of the same op, plus the error paths (bad indices,
+too-small outputs, wrong types must give a message, never a crash), and the
+same cases once more under AddressSanitizer + UBSan (test_sanitizers)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from fusion.codegen.opaque.native import KernelError, run_kernel
+from fusion.oracle import compare_arrays, run_onnxruntime
+
+SANITIZED = bool(os.environ.get("FUSION_OPAQUE_LIB"))
+
+
+def ort(op, inputs, attrs, n_out, opset):
+    """onnxruntime on a one-node model; None inputs are omitted."""
+    names = [f"i{k}" if a is not None else "" for k, a in enumerate(inputs)]
+    feeds = {n: a for n, a in zip(names, inputs) if a is not None}
+    vi = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+          for n, a in feeds.items()]
+    outs = [onnx.ValueInfoProto(name=f"o{k}") for k in range(n_out)]
+    node = helper.make_node(op, names, [o.name for o in outs], **attrs)
+    model = helper.make_model(helper.make_graph([node], "g", vi, outs),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    res = run_onnxruntime(model, feeds)
+    return [res[o.name] for o in outs]
+
+
+class Case:
+    def __init__(self, name, op, inputs, attrs=None, n_out=1, opset=21, unordered=False):
+        self.name, self.op, self.inputs, self.attrs = name, op, inputs, attrs or {}
+        self.n_out, self.opset, self.unordered = n_out, opset, unordered
+
+    def __repr__(self):
+        return self.name
+
+
+def _cases():
+    r = np.random.default_rng(7)
+    f32 = lambda *s: r.standard_normal(s).astype(np.float32)
+    ties = lambda *s, dt=np.float32: r.integers(0, 4, s).astype(dt)
+    K = lambda k: np.array([k], np.int64)
+    c = []
+    # TopK: both directions, ties (lower index first), the heap path (k << n),
+    # k = 0 and k = n, every dtype, NaN, an empty slice dimension
+    for largest in (0, 1):
+        c.append(Case(f"topk_ties_l{largest}", "TopK", [ties(6, 40), K(7)], dict(largest=largest), 2))
+        c.append(Case(f"topk_heap_l{largest}", "TopK", [ties(3, 200), K(5)], dict(largest=largest), 2))
+        c.append(Case(f"topk_axis0_l{largest}", "TopK", [f32(9, 4, 3), K(9)], dict(axis=0, largest=largest), 2))
+    c.append(Case("topk_mid_axis", "TopK", [f32(3, 17, 5), K(4)], dict(axis=-2), 2))
+    c.append(Case("topk_k0", "TopK", [f32(4, 6), K(0)], {}, 2))
+    c.append(Case("topk_nan", "TopK", [np.array([[1, np.nan, 3, np.nan, 2, -np.inf]], np.float32), K(4)], {}, 2))
+    c.append(Case("topk_nan_smallest", "TopK", [np.array([[1, np.nan, 3, np.nan, 2]], np.float32), K(3)],
+                  dict(largest=0), 2))
+    c.append(Case("topk_empty", "TopK", [np.zeros((0, 5), np.float32), K(2)], {}, 2))
+    for dt in (np.float64, np.int32, np.int64):
+        c.append(Case(f"topk_{np.dtype(dt).name}", "TopK", [ties(5, 30, dt=dt), K(6)], {}, 2))
+    c.append(Case("topk_unsorted", "TopK", [f32(4, 50), K(9)], dict(sorted=0), 2, unordered=True))
+
+    # NonMaxSuppression
+    def boxes(b, n, flip=False, center=False):
+        y0, x0 = r.uniform(0, 10, (b, n)), r.uniform(0, 10, (b, n))
+        h, w = r.uniform(0.5, 4, (b, n)), r.uniform(0.5, 4, (b, n))
+        if center:
+            return np.stack([x0, y0, w, h], -1).astype(np.float32)
+        bx = np.stack([y0, x0, y0 + h, x0 + w], -1)
+        if flip:  # corners given in either order
+            sw = r.random((b, n)) < 0.5
+            bx[sw] = bx[sw][:, [2, 3, 0, 1]]
+        return bx.astype(np.float32)
+    sc = lambda b, c_, n: r.random((b, c_, n)).astype(np.float32)
+    M, I, S = (lambda m: np.array([m], np.int64)), (lambda v: np.array([v], np.float32)), (lambda v: np.array([v], np.float32))
+    c.append(Case("nms_basic", "NonMaxSuppression", [boxes(2, 60), sc(2, 3, 60), M(10), I(0.4), S(0.2)]))
+    c.append(Case("nms_flipped", "NonMaxSuppression", [boxes(1, 80, flip=True), sc(1, 2, 80), M(100), I(0.3)]))
+    c.append(Case("nms_center", "NonMaxSuppression", [boxes(2, 50, center=True), sc(2, 2, 50), M(7), I(0.5)],
+                  dict(center_point_box=1)))
+    tied = np.round(sc(1, 2, 40) * 3) / 3   # many equal scores: lower box index first
+    c.append(Case("nms_tied_scores", "NonMaxSuppression", [boxes(1, 40), tied.astype(np.float32), M(40), I(0.2)]))
+    c.append(Case("nms_max0", "NonMaxSuppression", [boxes(1, 10), sc(1, 1, 10), M(0), I(0.5)]))
+    c.append(Case("nms_no_max", "NonMaxSuppression", [boxes(1, 10), sc(1, 1, 10)]))
+    c.append(Case("nms_iou0", "NonMaxSuppression", [boxes(1, 30), sc(1, 1, 30), M(30), I(0.0)]))
+    c.append(Case("nms_iou1", "NonMaxSuppression", [boxes(1, 30), sc(1, 1, 30), M(30), I(1.0)]))
+    c.append(Case("nms_no_boxes", "NonMaxSuppression", [np.zeros((1, 0, 4), np.float32), np.zeros((1, 3, 0), np.float32),
+                                                        M(5), I(0.5)]))
+    same = np.tile(np.array([[[0, 0, 1, 1]]], np.float32), (1, 5, 1))  # identical boxes: IoU exactly 1
+    c.append(Case("nms_identical", "NonMaxSuppression", [same, sc(1, 1, 5), M(5), I(0.99)]))
+    c.append(Case("nms_threshold_only", "NonMaxSuppression", [boxes(1, 20), sc(1, 2, 20), M(20), None, S(0.7)]))
+
+    # RoiAlign
+    X = f32(2, 3, 11, 13)
+    # well-formed RoIs, some reaching past the map (onnxruntime fails on x2 < x1 in half_pixel mode)
+    lo = r.uniform(-2, 12, (6, 2))
+    rois = np.concatenate([lo, lo + r.uniform(0.3, 6, (6, 2))], 1).astype(np.float32)
+    bi = np.array([0, 1, 1, 0, 1, 0], np.int64)
+    for mode in ("avg", "max"):
+        for ctm in ("half_pixel", "output_half_pixel"):
+            c.append(Case(f"roialign_{mode}_{ctm}", "RoiAlign", [X, rois, bi],
+                          dict(mode=mode, coordinate_transformation_mode=ctm, output_height=3, output_width=4,
+                               sampling_ratio=0, spatial_scale=0.8)))
+    c.append(Case("roialign_sampling2", "RoiAlign", [X, rois, bi], dict(output_height=5, output_width=2, sampling_ratio=2)))
+    c.append(Case("roialign_f64", "RoiAlign", [X.astype(np.float64), rois.astype(np.float64), bi],
+                  dict(output_height=4, output_width=4, spatial_scale=0.5)))
+    c.append(Case("roialign_opset10", "RoiAlign", [X, rois, bi], dict(output_height=2, output_width=2), opset=10))
+
+    # NonZero
+    c.append(Case("nonzero_bool", "NonZero", [r.random((3, 4, 5)) < 0.3]))
+    c.append(Case("nonzero_float", "NonZero", [np.array([[0, -0.0, np.nan], [1, 0, -2]], np.float32)]))
+    c.append(Case("nonzero_int64", "NonZero", [ties(7, 3, dt=np.int64)]))
+    c.append(Case("nonzero_scalar", "NonZero", [np.array(2.5, np.float32)]))
+    c.append(Case("nonzero_empty", "NonZero", [np.zeros((0, 4), np.int32)]))
+
+    # Compress
+    x = f32(4, 5)
+    c.append(Case("compress_flat", "Compress", [x, r.random(13) < 0.5]))
+    c.append(Case("compress_axis0", "Compress", [x, np.array([1, 0, 1], bool)], dict(axis=0)))
+    c.append(Case("compress_axis1_long", "Compress", [x, r.random(7) < 0.5], dict(axis=-1)))
+
+    # GatherND, ScatterND, ScatterElements, ReverseSequence
+    d = f32(4, 5, 6)
+    c.append(Case("gathernd", "GatherND", [d, r.integers(-4, 4, (3, 2, 2)).astype(np.int64)]))
+    c.append(Case("gathernd_full", "GatherND", [d, r.integers(0, 4, (7, 3)).astype(np.int64) % [4, 5, 6]]))
+    c.append(Case("gathernd_batch", "GatherND", [d, r.integers(0, 5, (4, 3, 1)).astype(np.int64)], dict(batch_dims=1)))
+    c.append(Case("gathernd_int64", "GatherND", [ties(5, 3, dt=np.int64), np.array([[4], [0]], np.int64)]))
+    uniq = np.array([[0, 1], [3, 4], [2, 0]], np.int64)
+    c.append(Case("scatternd_none", "ScatterND", [d, uniq, f32(3, 6)]))
+    dup = np.array([[1], [3], [1], [-1]], np.int64)
+    for red in ("add", "mul", "max", "min"):
+        c.append(Case(f"scatternd_{red}", "ScatterND", [d, dup, f32(4, 5, 6)], dict(reduction=red), opset=18))
+    c.append(Case("scatterel_axis1", "ScatterElements", [d, np.array([[[0], [4], [-1]]] * 2, np.int64),
+                                                         f32(2, 3, 1)], dict(axis=1)))
+    c.append(Case("scatterel_add", "ScatterElements", [ties(4, 4, dt=np.int32), np.array([[1, 1], [3, 1]], np.int64),
+                                                       np.array([[5, 6], [7, 8]], np.int32)],
+                  dict(axis=0, reduction="add"), opset=18))
+    seq = f32(5, 3, 2)
+    c.append(Case("reverseseq_time0", "ReverseSequence", [seq, np.array([5, 0, 3], np.int64)],
+                  dict(batch_axis=1, time_axis=0)))
+    c.append(Case("reverseseq_batch0", "ReverseSequence", [f32(3, 5, 2), np.array([1, 4, 5], np.int64)],
+                  dict(batch_axis=0, time_axis=1)))
+    # Unique: flat and along an axis, sorted and by first occurrence
+    for srt in (1, 0):
+        c.append(Case(f"unique_flat_s{srt}", "Unique", [ties(4, 6)], dict(sorted=srt), 4))
+        c.append(Case(f"unique_axis0_s{srt}", "Unique", [ties(8, 2, dt=np.int64) % 2], dict(axis=0, sorted=srt), 4))
+        c.append(Case(f"unique_axis1_s{srt}", "Unique", [ties(2, 7, 2) % 2], dict(axis=-2, sorted=srt), 4))
+    c.append(Case("unique_f64", "Unique", [ties(20, dt=np.float64)], {}, 4))
+    c.append(Case("unique_int8", "Unique", [ties(3, 5, dt=np.int8)], {}, 4))
+    return c
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_matches_onnxruntime(case):
+    got = run_kernel(case.op, case.inputs, case.attrs, opset=case.opset)
+    if SANITIZED:
+        return  # the child process only checks that the sanitizers stay quiet
+    want = ort(case.op, case.inputs, case.attrs, case.n_out, case.opset)
+    assert len(got) >= len(want)
+    for k, (g, w) in enumerate(zip(got, want)):
+        if case.unordered:  # sorted=0: the spec leaves the order open; compare the selected sets
+            gi, wi = np.argsort(got[1], axis=-1), np.argsort(want[1], axis=-1)
+            g, w = np.take_along_axis(g, gi, -1), np.take_along_axis(w, wi, -1)
+        assert g.dtype == w.dtype, f"output {k}: {g.dtype} != {w.dtype}"
+        d = compare_arrays(f"output {k}", g, w)
+        assert d.ok, f"{case.name} output {k}: {d.message}\n got {g}\nwant {w}"
+
+
+def test_nms_selects_in_onnxruntime_order():
+    # the order within a class is by score; equal scores keep box order
+    b = np.array([[[0, 0, 1, 1], [5, 5, 6, 6], [0, 0, 1, 1.05], [9, 9, 10, 10]]], np.float32)
+    s = np.array([[[0.5, 0.9, 0.5, 0.9]]], np.float32)
+    (got,) = run_kernel("NonMaxSuppression", [b, s, np.array([4]), np.array([0.5], np.float32)])
+    assert got.tolist() == [[0, 0, 1], [0, 0, 3], [0, 0, 0]]
+
+
+ERRORS = [
+    ("TopK", lambda: [np.zeros((2, 3), np.float32), np.array([4])], {}, None, "K = 4 is outside"),
+    ("TopK", lambda: [np.zeros((2, 3), np.float32), np.array([-1])], {}, None, "K = -1"),
+    ("TopK", lambda: [np.zeros((2, 3), np.float32), np.array([1])], {"axis": 2}, [(2, 1), (2, 1)], "axis 2 is out of range"),
+    ("TopK", lambda: [np.zeros((2, 3), np.float32), np.array([3])], {}, [(2, 2), (2, 3)], "needs 6 elements"),
+    ("TopK", lambda: [np.zeros((2, 3), np.float16), np.array([1])], {}, [(2, 1), (2, 1)], "float16 is not supported"),
+    ("NonMaxSuppression", lambda: [np.zeros((1, 3, 4), np.float32), np.zeros((1, 1, 3), np.float32), np.array([3]),
+                                   np.array([1.5], np.float32)], {}, None, "iou_threshold must be in"),
+    ("NonMaxSuppression", lambda: [np.zeros((1, 3, 4), np.float32), np.zeros((1, 1, 4), np.float32)], {}, [(0, 3)],
+     "boxes have 3 boxes but scores 4"),
+    ("NonMaxSuppression", lambda: [(np.random.rand(1, 9, 4) * [1, 1, 0, 0] + [0, 0, 5, 5]).astype(np.float32),
+                                   np.random.rand(1, 1, 9).astype(np.float32), np.array([9]),
+                                   np.array([1.0], np.float32)], {}, [(2, 3)],
+     "more than 2 boxes selected"),
+    ("NonMaxSuppression", lambda: [np.zeros((1, 3, 4), np.float32), np.zeros((1, 1, 3), np.float32)],
+     {"center_point_box": 2}, None, "center_point_box must be 0 or 1"),
+    ("RoiAlign", lambda: [np.zeros((2, 1, 4, 4), np.float32), np.zeros((1, 4), np.float32), np.array([2])], {}, None,
+     r"batch_indices\[0\] = 2 is out of range"),
+    ("RoiAlign", lambda: [np.zeros((2, 1, 4, 4), np.float32), np.zeros((1, 4), np.float32), np.array([-1])], {}, None,
+     "out of range"),
+    ("RoiAlign", lambda: [np.zeros((1, 1, 4, 4), np.float32), np.array([[0, 0, 1e12, 1e12]], np.float32),
+                          np.array([0])], {}, None, "too large"),
+    ("RoiAlign", lambda: [np.zeros((1, 1, 4), np.float32), np.zeros((1, 4), np.float32), np.array([0])], {},
+     [(1, 1, 1, 1)], "X must be 4-D"),
+    ("NonZero", lambda: [np.ones((3, 3), bool)], {}, [(2, 4)], "needs 18 elements"),
+    ("Compress", lambda: [np.zeros((2, 2), np.float32), np.array([1, 1], np.int64)], {}, [(4,)], "must be a 1-D bool"),
+    ("GatherND", lambda: [np.zeros((3, 4), np.float32), np.array([[3, 0]], np.int64)], {}, None,
+     "index 3 is out of range for a dimension of size 3"),
+    ("GatherND", lambda: [np.zeros((3, 4), np.float32), np.array([[0, -5]], np.int64)], {}, None, "index -5"),
+    ("GatherND", lambda: [np.zeros((3, 4), np.float32), np.array([[0, 0, 0]], np.int64)], {}, [(1,)],
+     r"must be in \[1, 2\]"),
+    ("ScatterND", lambda: [np.zeros((3, 4), np.float32), np.array([[7]], np.int64), np.zeros((1, 4), np.float32)], {},
+     None, "index 7"),
+    ("ScatterND", lambda: [np.zeros((3, 4), np.float32), np.array([[1]], np.int64), np.zeros((1, 3), np.float32)], {},
+     None, "updates must have shape"),
+    ("ScatterElements", lambda: [np.zeros((3, 4), np.float32), np.array([[0, 9]], np.int64), np.zeros((1, 2), np.float32)],
+     {"axis": 1}, None, "index 9 is out of range for axis 1"),
+    ("ScatterElements", lambda: [np.zeros((3, 4), np.float32), np.zeros((1, 5), np.int64), np.zeros((1, 5), np.float32)],
+     {"axis": 0}, None, "indices dimension 1"),
+    ("ReverseSequence", lambda: [np.zeros((4, 2), np.float32), np.array([5, 1], np.int64)], {}, None,
+     r"sequence_lens\[0\] = 5 is outside"),
+    ("ReverseSequence", lambda: [np.zeros((4, 2), np.float32), np.array([1, 1], np.int64)],
+     {"batch_axis": 0, "time_axis": 0}, None, "must be 0 and 1"),
+]
+
+
+@pytest.mark.parametrize("op,make,attrs,cap,match", ERRORS, ids=[f"{e[0]}-{e[4][:24]}" for e in ERRORS])
+def test_bad_inputs_give_an_error_not_a_crash(op, make, attrs, cap, match):
+    with pytest.raises(KernelError, match=match):
+        run_kernel(op, make(), attrs, capacity=cap)
+
+
+def test_wrong_output_dtype_is_refused():
+    with pytest.raises(KernelError, match="output 1 must be int64"):
+        run_kernel("TopK", [np.zeros(4, np.float32), np.array([2])], {}, out_dtypes=[np.float32, np.int32])
+
+
+def test_unused_outputs_are_skipped():
+    x = np.array([[3, 1, 3, 2]], np.float32)
+    v, i = run_kernel("TopK", [x, np.array([2])], {}, skip=(0,))
+    assert v is None and i.tolist() == [[0, 2]]
+    v, i = run_kernel("TopK", [x, np.array([2])], {}, skip=(1,))
+    assert v.tolist() == [[3, 3]] and i is None
+    y, idx, inv, cnt = run_kernel("Unique", [np.array([2, 1, 2, 5], np.int64)], {"sorted": 0}, skip=(1, 3))
+    assert y.tolist() == [2, 1, 5] and idx is None and inv.tolist() == [0, 1, 0, 2] and cnt is None
+
+
+def test_empty_output_is_fine_even_without_data():
+    (got,) = run_kernel("NonZero", [np.zeros((0, 3), np.float32)])
+    assert got.shape == (2, 0)
+
+
+NASTY = [
+    ("NonMaxSuppression", [np.array([[[0, 0, 1, 1], [np.nan, 0, 1, 1], [0, 0, np.inf, 1], [-np.inf, 0, 1, np.nan]]],
+                                    np.float32), np.array([[[np.nan, 0.5, np.inf, 0.5]]], np.float32), np.array([9]),
+                           np.array([0.1], np.float32), np.array([np.nan], np.float32)], {}),
+    ("NonMaxSuppression", [np.array([[[0, 0, -1, -1], [0, 0, 0, 0], [1, 1, 1, 1]]], np.float32),
+                           np.array([[[1, 1, 1]]], np.float32), np.array([2 ** 62])], {"center_point_box": 1}),
+    ("RoiAlign", [np.ones((1, 2, 3, 3), np.float32), np.array([[np.nan, 0, 2, 2], [0, np.inf, 2, 2], [5, 5, -5, -5],
+                                                               [-1e9, -1e9, 1e9, 1e9]], np.float32),
+                  np.zeros(4, np.int64)], {"sampling_ratio": 1, "output_height": 2, "output_width": 3}),
+    ("RoiAlign", [np.ones((1, 1, 2, 2), np.float64), np.array([[3, 3, 1, 1], [0, 0, np.nan, 1]], np.float64),
+                  np.zeros(2, np.int64)], {"mode": "max", "spatial_scale": 1e30}),
+    ("TopK", [np.full((2, 5), np.nan, np.float32), np.array([5])], {"largest": 0}),
+    ("GatherND", [np.zeros((0, 3), np.float32), np.zeros((2, 0), np.int64)], {}),
+    ("ScatterElements", [np.zeros((2, 0), np.float32), np.zeros((2, 0), np.int64), np.zeros((2, 0), np.float32)],
+     {"axis": 1}),
+    ("Unique", [np.array([np.nan, 1, np.nan, -0.0, 0.0], np.float32)], {}),
+    ("NonZero", [np.ones((1,) * 8, np.float32)], {}),
+]
+
+
+@pytest.mark.parametrize("op,inputs,attrs", NASTY, ids=[f"{n[0]}-{i}" for i, n in enumerate(NASTY)])
+def test_nasty_values_do_not_crash(op, inputs, attrs):
+    try:
+        run_kernel(op, inputs, attrs, capacity=[(1 << 12,)] * 4)
+    except KernelError:
+        pass
+
+
+def _fuzz_case(r):
+    """One mostly-valid random call: right structure, random sizes, indices
+    a little out of range now and then, attributes anywhere near their domain."""
+    dims = lambda n, lo=0: tuple(int(d) for d in r.integers(lo, 5, n))
+    num = [np.float32, np.float64, np.int32, np.int64]
+    anyt = num + [np.bool_, np.int8, np.float16, np.uint8]
+    pick = lambda ts: ts[r.integers(len(ts))]
+    rnd = lambda shape, dt: (r.standard_normal(shape) * 3).astype(dt)
+    op = pick(["TopK", "NonMaxSuppression", "RoiAlign", "NonZero", "Compress", "GatherND", "ScatterND",
+               "ScatterElements", "ReverseSequence", "Unique"])
+    rank = int(r.integers(1, 4))
+    if op == "TopK":
+        x = rnd(dims(rank), pick(num))
+        return op, [x, np.array([r.integers(-1, 6)])], {"axis": int(r.integers(-rank - 1, rank + 1)),
+                                                        "largest": int(r.integers(2)), "sorted": int(r.integers(2))}
+    if op == "NonMaxSuppression":
+        b, n, c = (int(v) for v in r.integers(0, 4, 3))
+        bx = r.uniform(-2, 6, (b, n, 4)).astype(np.float32)
+        sc = r.random((b, c, n + int(r.random() < 0.1))).astype(np.float32)
+        return op, [bx, sc, np.array([r.integers(-1, 5)]), np.array([r.uniform(-0.1, 1.1)], np.float32),
+                    np.array([r.uniform(0, 1)], np.float32) if r.random() < 0.5 else None], \
+            {"center_point_box": int(r.integers(0, 3) // 2 + (r.random() < 0.05))}
+    if op == "RoiAlign":
+        x = rnd(dims(4), pick([np.float32, np.float64]))
+        nr = int(r.integers(0, 4))
+        return op, [x, r.uniform(-3, 6, (nr, 4)).astype(x.dtype), r.integers(-1, 3, nr).astype(np.int64)], \
+            {"output_height": int(r.integers(0, 3)), "output_width": int(r.integers(1, 3)),
+             "sampling_ratio": int(r.integers(0, 3)), "mode": pick(["avg", "max"]),
+             "spatial_scale": float(r.uniform(0.1, 2))}
+    if op in ("NonZero", "Unique"):
+        attrs = {"sorted": int(r.integers(2))}
+        if op == "Unique" and r.random() < 0.5:
+            attrs["axis"] = int(r.integers(-rank - 1, rank + 1))
+        return op, [rnd(dims(rank), pick(anyt if op == "NonZero" else num))], attrs
+    x = rnd(dims(rank, 1), pick(anyt))
+    if op == "Compress":
+        attrs = {"axis": int(r.integers(-rank - 1, rank + 1))} if r.random() < 0.6 else {}
+        return op, [x, r.random(int(r.integers(0, 8))) < 0.5], attrs
+    if op == "ReverseSequence":
+        x = rnd(dims(int(r.integers(2, 4)), 1), pick(anyt))
+        ba = int(r.integers(2))
+        return op, [x, r.integers(-1, x.shape[1 - ba] + 2, x.shape[ba]).astype(np.int64)], \
+            {"batch_axis": ba, "time_axis": 1 - ba if r.random() < 0.9 else ba}
+    hi = lambda d: int(d) + int(r.random() < 0.1)
+    if op == "GatherND":
+        k = int(r.integers(1, rank + 1))
+        lead = dims(int(r.integers(0, 3)))
+        ind = np.stack([r.integers(-d, hi(d), lead) for d in x.shape[:k]], -1)
+        return op, [x, ind.astype(np.int64)], {"batch_dims": int(r.random() < 0.2)}
+    if op == "ScatterND":
+        k = int(r.integers(1, rank + 1))
+        lead = dims(int(r.integers(0, 3)))
+        ind = np.stack([r.integers(-d, hi(d), lead) for d in x.shape[:k]], -1)
+        upd = rnd(ind.shape[:-1] + x.shape[k:], x.dtype)
+        return op, [x, ind.astype(np.int64), upd], {"reduction": pick(["none", "add", "mul", "max", "min"])}
+    axis = int(r.integers(rank))
+    shape = tuple(int(r.integers(0, d + 1 + (r.random() < 0.05))) for d in x.shape)
+    ind = r.integers(-x.shape[axis], hi(x.shape[axis]), shape).astype(pick([np.int32, np.int64]))
+    return op, [x, ind, rnd(shape, x.dtype)], {"axis": axis, "reduction": pick(["none", "add", "max"])}
+
+
+def test_fuzz_no_crash():
+    """Random calls straight into the C kernels with big flat capacities, so
+    the C side does all the checking: each either works or says why."""
+    from fusion.codegen.opaque import KERNELS
+    r = np.random.default_rng(11)
+    ok, failed = {}, {}
+    for _ in range(800):
+        op, ins, attrs = _fuzz_case(r)
+        out_dtypes = KERNELS[op].out_dtypes([None if a is None else a.dtype for a in ins])
+        try:
+            run_kernel(op, ins, attrs, capacity=[(1 << 12,)] * len(out_dtypes), out_dtypes=out_dtypes)
+            ok[op] = ok.get(op, 0) + 1
+        except KernelError:
+            failed[op] = failed.get(op, 0) + 1
+    assert len(ok) == 10 and len(failed) >= 8, (ok, failed)  # both paths taken, every kernel ran
+
+
+@pytest.mark.skipif(SANITIZED, reason="this is the parent of the sanitized run")
+def test_sanitizers_report_nothing(tmp_path):
+    """Every case above once more with the kernels built with
+    -fsanitize=address,undefined (no recovery: any report fails the run)."""
+    from fusion.codegen.opaque.native import build
+    from fusion.toolchain import find_tool
+    cc = find_tool("cc", "CC")
+    runtime = [subprocess.run([cc, f"-print-file-name={n}"], capture_output=True, text=True).stdout.strip()
+               for n in ("libasan.so", "libubsan.so")]
+    if not all(os.path.isabs(p) for p in runtime):
+        pytest.skip("the C compiler has no sanitizer runtime")
+    lib = build(sanitize=True)
+    env = dict(os.environ, FUSION_OPAQUE_LIB=lib, LD_PRELOAD=":".join(runtime),
+               ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:exitcode=86",
+               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=87")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider", "-s",
+                           __file__, "-k", "not sanitizers"], env=env, capture_output=True, text=True,
+                          cwd=str(tmp_path), timeout=600)
+    err = proc.stdout + proc.stderr
+    at = max(err.find("runtime error"), err.find("ERROR: AddressSanitizer"), 0)
+    report = err[max(at - 300, 0):at + 2500] if at else err[-3000:]
+    assert proc.returncode == 0, report
+    assert "runtime error" not in proc.stderr and "AddressSanitizer" not in proc.stderr, report
