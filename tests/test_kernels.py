@@ -36,7 +36,7 @@ def plain_store(field, shape):
 # ---------------------------------------------------------------------------
 # GEMM
 
-@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (7, 13, 5), (37, 45, 70), (130, 70, 300)])
+@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (7, 13, 5), (37, 45, 70), (130, 70, 300), (300, 50, 512)])
 @pytest.mark.parametrize("const_b", [True, False])
 def test_matmul_odd_shapes_bias_relu(M, N, K, const_b):
     rng = np.random.default_rng(M * 1000 + N + K)
@@ -277,3 +277,36 @@ def test_conv_transpose_against_onnxruntime(case):
     h.set_threads(2)
     h.run(dict(x=x, y=out))
     _check(out, want)
+
+
+def test_conv_single_group_one_output_is_threaded_gemm():
+    """U-Net's last layer (64 -> 1 channel) stays on the threaded GEMM path, and is right."""
+    x = np.random.default_rng(8).standard_normal((1, 9, 13, 21)).astype(np.float32)
+    w = np.random.default_rng(9).standard_normal((1, 9, 3, 3)).astype(np.float32)
+    want = _ort_node("Conv", x, w, kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    geo = {"group": 1, "kernel": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1], "out": [13, 21]}
+    kc = conv("c1", node_geometry=geo, X=Operand(x.shape, flat("x", x.shape)), W=Operand(w.shape, None, const=w),
+              bias=None, epilogue=plain_store("y", want.shape), target=HOST)
+    assert "gemm" in kc.schedule
+    out = np.zeros(want.shape, np.float32)
+    h = Harness("c1", kc, ["x", "y"])
+    h.set_threads(2)
+    h.run(dict(x=x, y=out))
+    _check(out, want)
+
+
+def test_matmul_constant_a_runtime_b_reuses_b_panels():
+    """Constant A (weights on the left), run-time B: items span all M blocks (2 here), each packed B
+    chunk serves both; 2 threads."""
+    M, N, K = 300, 37, 512
+    rng = np.random.default_rng(12)
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    b = rng.standard_normal((K, N)).astype(np.float32)
+    kc = matmul("ca", batch=(), M=M, N=N, K=K, A=Operand((M, K), flat("a", (M, K)), const=a),
+                B=Operand((K, N), flat("b", (K, N))), epilogue=plain_store("y", (M, N)), target=HOST)
+    assert "all M blocks per item" in kc.schedule and "MC=150" in kc.schedule
+    out = np.zeros((M, N), np.float32)
+    h = Harness("ca", kc, ["b", "y"])
+    h.set_threads(2)
+    h.run(dict(b=b, y=out))
+    _check(out, a @ b)

@@ -150,6 +150,59 @@ def _cases():
         c.append(Case(f"unique_axis1_s{srt}", "Unique", [ties(2, 7, 2) % 2], dict(axis=-2, sorted=srt), 4))
     c.append(Case("unique_f64", "Unique", [ties(20, dt=np.float64)], {}, 4))
     c.append(Case("unique_int8", "Unique", [ties(3, 5, dt=np.int8)], {}, 4))
+
+    # losses: every reduction, class weights, ignore_index, extra dims
+    logits, lab = f32(6, 5, 3, 2), r.integers(0, 5, (6, 3, 2)).astype(np.int64)
+    lab[0, 0, 0] = lab[2, 1, 1] = -1
+    w = r.random(5).astype(np.float32)
+    for red in ("none", "sum", "mean"):
+        c.append(Case(f"nll_{red}", "NegativeLogLikelihoodLoss", [f32(7, 4), r.integers(0, 4, 7).astype(np.int64)],
+                      dict(reduction=red)))
+        c.append(Case(f"nll_{red}_w_ignore", "NegativeLogLikelihoodLoss", [logits, lab, w],
+                      dict(reduction=red, ignore_index=-1)))
+        c.append(Case(f"sce_{red}", "SoftmaxCrossEntropyLoss", [logits, lab], dict(reduction=red, ignore_index=-1), 2))
+    c.append(Case("sce_f64_weights", "SoftmaxCrossEntropyLoss", [f32(4, 6).astype(np.float64),
+                                                                  r.integers(0, 6, 4).astype(np.int64),
+                                                                  r.random(6)], {}, 2))
+    # Det, windows, DynamicQuantizeLinear
+    c.append(Case("det_batch", "Det", [f32(2, 3, 4, 4)]))
+    c.append(Case("det_singular", "Det", [np.array([[[1, 2], [2, 4]], [[0, 1], [1, 0]]], np.float32)]))
+    for kind in ("Hann", "Hamming", "Blackman"):
+        for periodic in (0, 1):
+            c.append(Case(f"{kind.lower()}_p{periodic}", f"{kind}Window", [np.array(10, np.int64)],
+                          dict(periodic=periodic, output_datatype=1 if periodic else 11)))
+    c.append(Case("hann_int64_size1", "HannWindow", [np.array(1, np.int32)], dict(periodic=1, output_datatype=7)))
+    c.append(Case("blackman_uint8", "BlackmanWindow", [np.array(7, np.int64)], dict(output_datatype=2)))
+    cache = f32(2, 3, 8, 4)
+    c.append(Case("tensorscatter_linear", "TensorScatter", [cache, f32(2, 3, 3, 4), np.array([0, 5], np.int64)],
+                  {}, opset=24))
+    c.append(Case("tensorscatter_circular", "TensorScatter", [cache, f32(2, 3, 3, 4), np.array([6, 7], np.int64)],
+                  dict(mode="circular"), opset=24))
+    c.append(Case("tensorscatter_axis1", "TensorScatter", [f32(2, 5, 3), f32(2, 1, 3)], dict(axis=1), opset=24))
+    # Attention: 4-D / 3-D, grouped KV heads, masks, causal, caches, padding, softcap, every qk output mode
+    A = lambda name, ins, attrs, n_out=1, opset=23: c.append(Case(f"attention_{name}", "Attention", ins, attrs, n_out, opset))
+    A("4d", [f32(2, 3, 4, 8), f32(2, 3, 6, 8), f32(2, 3, 6, 5)], {})
+    A("gqa_causal", [f32(2, 4, 5, 8), f32(2, 2, 5, 8), f32(2, 2, 5, 8)], dict(is_causal=1))
+    A("3d_gqa", [f32(2, 4, 16), f32(2, 6, 8), f32(2, 6, 8)], dict(q_num_heads=4, kv_num_heads=2))
+    A("bool_mask", [f32(2, 3, 4, 8), f32(2, 3, 6, 8), f32(2, 3, 6, 5), r.random((4, 6)) < 0.7], {})
+    A("float_mask", [f32(2, 3, 4, 8), f32(2, 3, 6, 8), f32(2, 3, 6, 5), f32(2, 1, 4, 6)], {})
+    A("past_causal", [f32(2, 3, 4, 8), f32(2, 3, 4, 8), f32(2, 3, 4, 5), None, f32(2, 3, 3, 8), f32(2, 3, 3, 5)],
+      dict(is_causal=1), 3)
+    A("scale_softcap", [f32(1, 2, 3, 4) * 4, f32(1, 2, 5, 4) * 4, f32(1, 2, 5, 4)], dict(scale=0.3, softcap=2.0))
+    for mode in range(4):
+        A(f"qk_mode{mode}", [f32(1, 2, 3, 4), f32(1, 2, 5, 4), f32(1, 2, 5, 4), f32(3, 5)],
+          dict(qk_matmul_output_mode=mode, softcap=1.5), 4)
+    A("all_masked_row", [f32(1, 1, 2, 4), f32(1, 1, 3, 4), f32(1, 1, 3, 4),
+                         np.array([[True, True, False], [False, False, False]])], {})
+    A("causal_long_kv", [f32(1, 2, 3, 4), f32(1, 2, 5, 4), f32(1, 2, 5, 4)], dict(is_causal=1))
+    A("nonpad_causal", [f32(2, 2, 3, 4), f32(2, 2, 5, 4), f32(2, 2, 5, 4), None, None, None, np.array([4, 5], np.int64)],
+      dict(is_causal=1), 1, 24)
+    c.append(Case("nll_all_ignored_mean", "NegativeLogLikelihoodLoss", [f32(3, 2), np.array([-1, -1, -1], np.int64)],
+                  dict(ignore_index=-1)))
+    c.append(Case("dql_zeros", "DynamicQuantizeLinear", [np.zeros(4, np.float32)], n_out=3))
+    c.append(Case("dql_random", "DynamicQuantizeLinear", [f32(5, 7)], n_out=3))
+    c.append(Case("dql_positive", "DynamicQuantizeLinear", [np.abs(f32(20)) + 1], n_out=3))
+    c.append(Case("dql_ties", "DynamicQuantizeLinear", [np.array([-2.55, 0, 0.5, 1.5, 2.5, -1.27], np.float32)], n_out=3))
     return c
 
 
@@ -170,6 +223,17 @@ def test_matches_onnxruntime(case):
         assert g.dtype == w.dtype, f"output {k}: {g.dtype} != {w.dtype}"
         d = compare_arrays(f"output {k}", g, w)
         assert d.ok, f"{case.name} output {k}: {d.message}\n got {g}\nwant {w}"
+
+
+def test_attention_float64_is_exact():
+    # onnxruntime's float64 Attention is ~1e-8 off numpy; ours is computed in double throughout
+    r = np.random.default_rng(4)
+    q, k, v = r.standard_normal((1, 2, 3, 4)), r.standard_normal((1, 2, 5, 4)), r.standard_normal((1, 2, 5, 6))
+    (got,) = run_kernel("Attention", [q, k, v], {}, skip=(1, 2, 3))[:1]
+    s = q @ np.swapaxes(k, -1, -2) / 2.0
+    p = np.exp(s - s.max(-1, keepdims=True))
+    want = (p / p.sum(-1, keepdims=True)) @ v
+    assert compare_arrays("Y", got, want).ok
 
 
 def test_nms_selects_in_onnxruntime_order():
@@ -223,6 +287,19 @@ ERRORS = [
      r"sequence_lens\[0\] = 5 is outside"),
     ("ReverseSequence", lambda: [np.zeros((4, 2), np.float32), np.array([1, 1], np.int64)],
      {"batch_axis": 0, "time_axis": 0}, None, "must be 0 and 1"),
+    ("NegativeLogLikelihoodLoss", lambda: [np.zeros((2, 3), np.float32), np.array([1, 3], np.int64)], {}, None,
+     "target 3 is outside"),
+    ("SoftmaxCrossEntropyLoss", lambda: [np.zeros((2, 3), np.float32), np.array([-2, 0], np.int64)],
+     {"ignore_index": -1}, None, "target -2 is outside"),
+    ("SoftmaxCrossEntropyLoss", lambda: [np.zeros((2, 3, 4), np.float32), np.zeros((2, 5), np.int64)], {}, [(), (2, 3, 4)],
+     "target dimension 1 differs"),
+    ("Det", lambda: [np.zeros((2, 3), np.float32)], {}, [(1,)], r"shape \[\.\.\., M, M\]"),
+    ("HannWindow", lambda: [np.array(-3, np.int64)], {}, [(1,)], "must not be negative"),
+    ("DynamicQuantizeLinear", lambda: [np.zeros(3, np.float64)], {}, None, "x must be float32"),
+    ("TensorScatter", lambda: [np.zeros((2, 4, 3), np.float32), np.zeros((2, 2, 3), np.float32), np.array([0, 3])],
+     {"axis": 1}, None, r"write_indices\[1\] = 3 does not fit"),
+    ("TensorScatter", lambda: [np.zeros((2, 4, 3), np.float32), np.zeros((2, 2, 3), np.float32), np.array([0, -1])],
+     {"axis": 1, "mode": "circular"}, None, r"write_indices\[1\] = -1"),
 ]
 
 
@@ -247,6 +324,33 @@ def test_unused_outputs_are_skipped():
     assert y.tolist() == [2, 1, 5] and idx is None and inv.tolist() == [0, 1, 0, 2] and cnt is None
 
 
+def test_pad_to_capacity_matches_numpy():
+    import ctypes
+    from fusion.codegen.opaque.native import FzTensor, _tensor, load
+    lib = load()
+    r = np.random.default_rng(2)
+    for _ in range(60):
+        rank = int(r.integers(1, 5))
+        cap = tuple(int(d) for d in r.integers(0, 5, rank))
+        actual = tuple(int(r.integers(0, c + 1)) for c in cap)
+        dt = [np.int64, np.float32, np.uint8][r.integers(3)]
+        x = r.integers(1, 100, actual).astype(dt)
+        buf = np.zeros(max(int(np.prod(cap)), 1), dt)
+        buf[:x.size] = x.reshape(-1)
+        t = _tensor(buf)
+        t.rank = rank
+        for d, n in enumerate(actual):
+            t.shape[d] = n
+        capv = (ctypes.c_int64 * 8)(*cap)
+        assert lib.fz_opaque_pad_to_capacity(ctypes.byref(t), capv) == 0
+        got = buf[:int(np.prod(cap))].reshape(cap)[tuple(slice(0, n) for n in actual)]
+        np.testing.assert_array_equal(got, x)
+    t = _tensor(np.zeros(6, np.float32))
+    t.rank, t.shape[0], t.shape[1] = 2, 2, 3
+    assert lib.fz_opaque_pad_to_capacity(ctypes.byref(t), (ctypes.c_int64 * 8)(2, 2)) != 0
+    assert b"beyond the capacity" in lib.fz_opaque_last_error()
+
+
 def test_empty_output_is_fine_even_without_data():
     (got,) = run_kernel("NonZero", [np.zeros((0, 3), np.float32)])
     assert got.shape == (2, 0)
@@ -269,6 +373,13 @@ NASTY = [
      {"axis": 1}),
     ("Unique", [np.array([np.nan, 1, np.nan, -0.0, 0.0], np.float32)], {}),
     ("NonZero", [np.ones((1,) * 8, np.float32)], {}),
+    ("SoftmaxCrossEntropyLoss", [np.array([[np.inf, 0], [np.nan, 1]], np.float32), np.array([0, -1], np.int64)],
+     {"ignore_index": -1}),
+    ("NegativeLogLikelihoodLoss", [np.zeros((2, 0), np.float32), np.array([-1, -1], np.int64)], {"ignore_index": -1}),
+    ("Det", [np.full((2, 3, 3), np.nan, np.float32)], {}),
+    ("Det", [np.zeros((0, 0), np.float32)], {}),
+    ("DynamicQuantizeLinear", [np.array([np.nan, np.inf, -np.inf, 1], np.float32)], {}),
+    ("BlackmanWindow", [np.array(0, np.int64)], {}),
 ]
 
 
@@ -349,7 +460,7 @@ def test_fuzz_no_crash():
     ok, failed = {}, {}
     for _ in range(800):
         op, ins, attrs = _fuzz_case(r)
-        out_dtypes = KERNELS[op].out_dtypes([None if a is None else a.dtype for a in ins])
+        out_dtypes = KERNELS[op].out_dtypes([None if a is None else a.dtype for a in ins], KERNELS[op].fields(attrs, 21))
         try:
             run_kernel(op, ins, attrs, capacity=[(1 << 12,)] * len(out_dtypes), out_dtypes=out_dtypes)
             ok[op] = ok.get(op, 0) + 1

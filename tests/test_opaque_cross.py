@@ -62,22 +62,22 @@ def program(cases, caps):
         k = KERNELS[op]
         fields = k.fields(attrs, 21)
         init = ", ".join(f".{n} = {float(fields[n]).hex() if t in ('float', 'double') else int(fields[n])}"
-                         for t, n in struct_fields()[op])
-        top.append(f"static const struct fz_attrs_{op} at{c} = {{{init}}};")
+                         for t, n in struct_fields()[k.c_name])
+        top.append(f"static const struct fz_attrs_{k.c_name} at{c} = {{{init}}};")
         body.append("    {")
         tin = []
         for i, a in enumerate(ins):
             top.append(_c_array(f"c{c}_in{i}", a))
             dims = ", ".join(str(d) for d in a.shape) or "0"
             tin.append(f"{{c{c}_in{i}, {onnx_dtype(a.dtype)}, {a.ndim}, {{{dims}}}}}")
-        dts = k.out_dtypes([a.dtype for a in ins])
+        dts = k.out_dtypes([a.dtype for a in ins], fields)
         tout = []
         for j, (s, dt) in enumerate(zip(cap, dts)):
             top.append(_c_array(f"c{c}_out{j}", np.zeros(max(int(np.prod(s)), 1), dt)))
             tout.append(f"{{c{c}_out{j}, {onnx_dtype(dt)}, {len(s)}, {{{', '.join(map(str, s)) or '0'}}}}}")
         body.append(f"        fz_tensor in[] = {{{', '.join(tin)}}};")
         body.append(f"        fz_tensor out[] = {{{', '.join(tout)}}};")
-        body.append(f"        if (fz_op_{op}(in, {len(tin)}, out, {len(tout)}, &at{c})) "
+        body.append(f"        if (fz_op_{k.c_name}(in, {len(tin)}, out, {len(tout)}, &at{c})) "
                     f"{{ printf(\"error %s\\n\", fz_opaque_last_error()); return 1; }}")
         for j, dt in enumerate(dts):
             fmt, cast = ("%a", "(double)") if np.dtype(dt).kind == "f" else ("%lld", "(long long)")

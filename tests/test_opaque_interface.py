@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 
 import numpy as np
 import onnx
@@ -21,18 +22,18 @@ from fusion.ops import get_op
 from fusion.toolchain import compile_shared
 
 
-def model_of(op, feeds, consts, attrs, n_out, opset=21, out_names=None):
+def model_of(op, feeds, consts, attrs, n_out, opset=21, out_names=None, node_name=None):
     names = list(feeds) + list(consts)
     vi = [helper.make_tensor_value_info(n, onnx_dtype(a.dtype), a.shape) for n, a in feeds.items()]
     inits = [numpy_helper.from_array(a, n) for n, a in consts.items()]
     outs = out_names or [f"out{k}" for k in range(n_out)]
-    node = helper.make_node(op, names, outs, name=f"the {op}", **attrs)
+    node = helper.make_node(op, names, outs, name=node_name or f"the {op}", **attrs)
     g = helper.make_graph([node], "g", vi, [onnx.ValueInfoProto(name=o) for o in outs], initializer=inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
 
 
-def c_driver(node, caps):
-    """A C function run(in_ptrs, out_ptrs, out_shapes) around the pasted call."""
+def c_driver(node, caps, fn="run", include=True, layout="compact"):
+    """A C function fn(in_ptrs, out_ptrs, out_shapes) around the pasted call."""
     ins, decls = [], []
     for i, v in enumerate(node.inputs):
         if v is None:
@@ -43,7 +44,7 @@ def c_driver(node, caps):
         ins.append(f"in{i}")
     outs = []
     kernel = opaque.KERNELS[node.op]
-    dtypes = kernel.out_dtypes([v.dtype if v is not None else None for v in node.inputs])
+    dtypes = kernel.out_dtypes([v.dtype if v is not None else None for v in node.inputs], opaque.attr_fields(node))
     for k, cap in enumerate(caps):
         if k >= len(node.outputs) or not node.outputs[k].name:
             outs.append(None)  # unused output: the kernel skips it
@@ -51,40 +52,36 @@ def c_driver(node, caps):
         dims = ", ".join(str(d) for d in cap) or "0"
         decls.append(f"    fz_tensor out{k} = {{out_ptrs[{k}], {onnx_dtype(dtypes[k])}, {len(cap)}, {{{dims}}}}};")
         outs.append(f"out{k}")
-    file_scope, stmt = opaque.call(node, ins, outs)
+    file_scope, stmt = opaque.call(node, ins, outs, layout=layout)
+    if layout != "compact":  # the same node twice in one file: keep its attrs static unique
+        file_scope = re.sub(r"^(static const struct fz_attrs_\w+ )fz_attrs_", r"\1fz_attrs_cap_", file_scope)
+        stmt = stmt.replace("&fz_attrs_", "&fz_attrs_cap_")
     back = [f"    out_shapes[{9 * k}] = out{k}.rank; for (int d = 0; d < 8; d++) out_shapes[{9 * k} + 1 + d] = out{k}.shape[d];"
             for k, o in enumerate(outs) if o]
-    return "\n".join([f'#include "{os.path.basename(opaque.header())}"', "#include <stddef.h>", file_scope,
-                      "int run(void **in_ptrs, void **out_ptrs, long long *out_shapes) {", *decls,
+    head = [f'#include "{os.path.basename(opaque.header())}"', "#include <stddef.h>"] if include else []
+    return "\n".join([*head, file_scope,
+                      f"int {fn}(void **in_ptrs, void **out_ptrs, long long *out_shapes) {{", *decls,
                       "    " + stmt.replace("\n", "\n    "), *back, "    return 0;", "}"])
 
 
-def run_through_c(tmp_path, model, feeds):
-    g = fusion.load(model)
-    node = g.nodes[0]
-    assert opaque.supported(node)
-    caps = opaque.max_output_shapes(node)
-    src = tmp_path / "driver.c"
-    src.write_text(c_driver(node, caps))
-    lib_path = str(tmp_path / "libdriver.so")
-    compile_shared([str(src), *opaque.c_sources()], lib_path,
-                   extra_flags=["-Wall", "-Werror", "-I", os.path.dirname(opaque.header())])
-    lib = ctypes.CDLL(lib_path)
-    lib.fz_opaque_last_error.restype = ctypes.c_char_p
+def run_through_c(lib, fn, node, caps, feeds, padded=False):
     arrays = [np.ascontiguousarray(feeds[v.name] if v.name in feeds else v.const) for v in node.inputs]
-    dtypes = opaque.KERNELS[node.op].out_dtypes([a.dtype for a in arrays])
+    dtypes = opaque.KERNELS[node.op].out_dtypes([a.dtype for a in arrays], opaque.attr_fields(node))
     bufs = [np.zeros(max(int(np.prod(c)), 1), dt) for c, dt in zip(caps, dtypes)]
     in_ptrs = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
     out_ptrs = (ctypes.c_void_p * len(bufs))(*[b.ctypes.data for b in bufs])
     shapes = (ctypes.c_longlong * (9 * len(bufs)))()
-    rc = lib.run(in_ptrs, out_ptrs, shapes)
+    rc = getattr(lib, fn)(in_ptrs, out_ptrs, shapes)
     assert rc == 0, lib.fz_opaque_last_error().decode()
     res = {}
     for k, v in enumerate(node.outputs):
         if v.name:
             shape = tuple(shapes[9 * k + 1 + d] for d in range(shapes[9 * k]))
-            res[v.name] = bufs[k][:int(np.prod(shape))].reshape(shape)
-    return node, caps, res
+            if padded:  # capacity strides: the actual tensor is the leading corner
+                res[v.name] = bufs[k][:int(np.prod(caps[k]))].reshape(caps[k])[tuple(slice(0, d) for d in shape)]
+            else:
+                res[v.name] = bufs[k][:int(np.prod(shape))].reshape(shape)
+    return res
 
 
 r = np.random.default_rng(3)
@@ -104,18 +101,67 @@ CASES = {
                  {"mode": "max", "output_height": 3, "output_width": 2, "spatial_scale": 0.9}, 1),
     "nonzero": ("NonZero", {"x": r.random((4, 3, 2)) < 0.4}, {}, {}, 1),
     "unique_y_only": ("Unique", {"x": r.integers(0, 6, (20,)).astype(np.int64)}, {}, {"sorted": 0}, 1),
+    "sce_logprob": ("SoftmaxCrossEntropyLoss", {"x": r.standard_normal((4, 5, 3)).astype(np.float32),
+                                                "t": r.integers(0, 5, (4, 3)).astype(np.int64)}, {},
+                    {"reduction": "mean", "ignore_index": 2}, 2),
+    "nll_weights": ("NegativeLogLikelihoodLoss", {"x": r.standard_normal((6, 3)).astype(np.float32),
+                                                  "t": r.integers(0, 3, 6).astype(np.int64)},
+                    {"w": np.array([0.2, 1.0, 3.0], np.float32)}, {"reduction": "sum"}, 1),
+    "det": ("Det", {"x": r.standard_normal((3, 5, 5)).astype(np.float32)}, {}, {}, 1),
+    "hann": ("HannWindow", {}, {"size": np.array(16, np.int64)}, {"periodic": 0}, 1),
+    "dql": ("DynamicQuantizeLinear", {"x": r.standard_normal((7, 3)).astype(np.float32)}, {}, {}, 3),
+    "attention_3d": ("Attention", {"q": r.standard_normal((2, 3, 8)).astype(np.float32),
+                                   "k": r.standard_normal((2, 5, 4)).astype(np.float32),
+                                   "v": r.standard_normal((2, 5, 6)).astype(np.float32),
+                                   "mask": r.random((3, 5)) < 0.8}, {},
+                     {"q_num_heads": 4, "kv_num_heads": 2, "is_causal": 0}, 3, 23),
     "compress": ("Compress", {"x": r.standard_normal((3, 5)).astype(np.float32), "c": r.random(5) < 0.5}, {},
                  {"axis": 1}, 1),
 }
 
 
+def case(name):
+    """(op, feeds, consts, attrs, n_out, opset): opset 21 unless the case says."""
+    c = CASES[name]
+    return (*c[:5], c[5] if len(c) > 5 else 21)
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    """Every case's call pasted into one C file (as a model library holds many
+    nodes), built once with the kernels, -Wall -Werror."""
+    parts, built = [f'#include "{os.path.basename(opaque.header())}"', "#include <stddef.h>"], {}
+    for name in CASES:
+        op, feeds, consts, attrs, n_out, opset = case(name)
+        if get_op(op) is None:
+            continue
+        model = model_of(op, feeds, consts, attrs, n_out, opset=opset, node_name=f"{name} node")
+        node = fusion.load(model).nodes[0]
+        assert opaque.supported(node)
+        caps = opaque.max_output_shapes(node)
+        parts.append(c_driver(node, caps, fn=f"run_{name}", include=False))
+        parts.append(c_driver(node, caps, fn=f"run_{name}_cap", include=False, layout="capacity"))
+        built[name] = (model, node, caps)
+    d = tmp_path_factory.mktemp("driver")
+    (d / "driver.c").write_text("\n\n".join(parts))
+    lib_path = str(d / "libdriver.so")
+    compile_shared([str(d / "driver.c"), *opaque.c_sources()], lib_path,
+                   extra_flags=["-Wall", "-Werror", "-I", os.path.dirname(opaque.header())])
+    lib = ctypes.CDLL(lib_path)
+    lib.fz_opaque_last_error.restype = ctypes.c_char_p
+    return lib, built
+
+
+@pytest.mark.parametrize("layout", ["compact", "capacity"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_generated_call_matches_onnxruntime(tmp_path, name):
-    op, feeds, consts, attrs, n_out = CASES[name]
-    if get_op(op) is None:
-        pytest.skip(f"{op} is not in the op table yet")
-    model = model_of(op, feeds, consts, attrs, n_out)
-    node, caps, got = run_through_c(tmp_path, model, feeds)
+def test_generated_call_matches_onnxruntime(driver, name, layout):
+    lib, built = driver
+    if name not in built:
+        pytest.skip(f"{CASES[name][0]} is not in the op table yet")
+    model, node, caps = built[name]
+    feeds = CASES[name][1]
+    fn = f"run_{name}" + ("_cap" if layout == "capacity" else "")
+    got = run_through_c(lib, fn, node, caps, feeds, padded=layout == "capacity")
     want = run_onnxruntime(model, feeds)
     for k, (n, w) in enumerate(want.items()):
         d = compare_arrays(n, got[n], w)
@@ -124,7 +170,7 @@ def test_generated_call_matches_onnxruntime(tmp_path, name):
 
 def test_capacities():
     def node_of(name):
-        op, feeds, consts, attrs, n_out = CASES[name]
+        op, feeds, consts, attrs, n_out, opset = case(name)
         return fusion.load(model_of(op, feeds, consts, attrs, n_out)).nodes[0]
     assert opaque.max_output_shapes(node_of("topk_const_k")) == [(3, 6), (3, 6)]      # K known: exact
     assert opaque.max_output_shapes(node_of("topk_runtime_k")) == [(2, 9, 3), (2, 9, 3)]  # bound
@@ -134,7 +180,7 @@ def test_capacities():
 
 
 def test_call_text():
-    op, feeds, consts, attrs, n_out = CASES["topk_const_k"]
+    op, feeds, consts, attrs, n_out, opset = case("topk_const_k")
     node = fusion.load(model_of(op, feeds, consts, attrs, n_out)).nodes[0]
     file_scope, stmt = opaque.call(node, ["a", "b"], ["c", None], on_error="goto fail;")
     assert file_scope.startswith("static const struct fz_attrs_TopK fz_attrs_the_TopK_")
@@ -146,7 +192,7 @@ def test_call_text():
 
 
 def test_supported_and_sources():
-    op, feeds, consts, attrs, n_out = CASES["nonzero"]
+    op, feeds, consts, attrs, n_out, opset = case("nonzero")
     node = fusion.load(model_of(op, feeds, consts, attrs, n_out)).nodes[0]
     assert opaque.supported(node)
     assert all(os.path.isfile(p) and p.endswith(".c") for p in opaque.c_sources())
@@ -159,7 +205,7 @@ def test_struct_fields_match_the_python_side():
     from fusion.codegen.opaque.kernels import KERNELS, struct_fields
     decl = struct_fields()
     for op, k in KERNELS.items():
-        assert {n for _, n in decl[op]} == set(k.fields({}, 21)), op
+        assert {n for _, n in decl[k.c_name]} == set(k.fields({}, 21)), op
 
 
 def test_open_dimensions_are_a_clear_error():

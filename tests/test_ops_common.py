@@ -62,6 +62,8 @@ def check_lowered(g, feeds: dict, values: dict | None = None) -> int:
             if v.name.endswith("_unused"):
                 continue
             want = env[id(v)]
+            if want.size == 0:
+                continue  # no position to evaluate
             got = run_lowered(n, args, k)
             assert got.shape == want.shape, f"{n.label()} output {k}: lowered shape {got.shape} != {want.shape}"
             if want.dtype.kind == "f":
@@ -87,7 +89,7 @@ def check_op(op: str, inputs: dict, n_outputs: int = 1, *, consts: tuple = (), o
             assert np.asarray(ours[k]).dtype == v.dtype, f"{op}: output {k} dtype {ours[k].dtype} vs {v.dtype}"
         rep = compare(ours, theirs)
         assert rep.ok, f"{op} {attrs} opset {opset}: {rep}"
-    if lowered and g.nodes and g.nodes[0].opdef.lower is not None:
+    if lowered and g.nodes and g.nodes[0].opdef.lower is not None and all(v.is_static for v in g.nodes[0].outputs):
         assert check_lowered(g, feeds) > 0
     return g
 

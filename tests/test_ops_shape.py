@@ -66,6 +66,24 @@ CASES = [
     ("Upsample", {"x": IMG}, 1, (), 7, {"scales": [1.0, 1.0, 2.0, 2.0]}),
     ("Upsample", {"x": IMG}, 1, (), 7, {"scales": [1.0, 1.0, 2.0, 2.0], "mode": "linear"}),
 ]
+# Shape-like inputs computed at run time (graph inputs, not constants): the
+# interpreter takes them from the actual tensors; output dims are symbolic.
+CASES += [
+    ("Reshape", {"x": X, "s": i64(4, -1)}, 1, (), 21, {}),
+    ("Squeeze", {"x": rand(2, 1, 4), "a": i64(-2)}, 1, (), 21, {}),
+    ("Unsqueeze", {"x": X, "a": i64(3, 0)}, 1, (), 21, {}),
+    ("Slice", {"x": X, "s": i64(1, -1), "e": i64(3, -4), "a": i64(2, 1), "st": i64(1, -1)}, 1, (), 21, {}),
+    ("Split", {"x": X, "s": i64(1, 3)}, 2, (), 21, {"axis": -1}),
+    ("Tile", {"x": X, "r": i64(2, 1, 2)}, 1, (), 21, {}),
+    ("Expand", {"x": rand(3, 1), "s": i64(2, 3, 4)}, 1, (), 21, {}),
+    ("ConstantOfShape", {"s": i64(2, 3)}, 1, (), 21, {}),
+    ("Pad", {"x": X, "p": i64(1, 0, 2, 1), "v": np.array(3.0, np.float32), "a": i64(0, -1)}, 1, (), 21, {}),
+    ("Pad", {"x": X, "p": i64(0, 1, 2, 1, 0, 1)}, 1, (), 21, {"mode": "reflect"}),
+    ("Resize", {"x": IMG, "r": None, "s": f32(1, 1, 2, 1.5)}, 1, (), 21, {"mode": "linear"}),
+    ("Resize", {"x": IMG, "r": None, "s": None, "z": i64(1, 2, 5, 3)}, 1, (), 21, {"mode": "nearest"}),
+    ("ReduceSum", {"x": X, "a": i64(-1, 0)}, 1, (), 21, {"keepdims": 0}),
+    ("ReduceMax", {"x": X, "a": i64(1)}, 1, (), 21, {}),
+]
 for _mode in ("nearest", "linear", "cubic"):
     for _ct in ("half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel"):
         CASES.append(("Resize", {"x": IMG, "r": None, "s": f32(1, 1, 2, 1.5)}, 1, ("s",), 21,

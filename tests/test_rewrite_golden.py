@@ -151,3 +151,10 @@ def test_gelu_softmax_layernorm_recognized():
 
 def test_sigmoid_recognized():
     check(lambda b, x, y, z: b.reciprocal(b.add(b.exp(b.neg(x)), F(1))), lambda b, x, y, z: b.sigmoid(x))
+
+
+def test_gemm_scale_with_transposed_weight():
+    w = np.arange(12, dtype=F).reshape(4, 3)          # transB=1: output columns are W's rows
+    c, d = np.arange(4, dtype=F), np.array([1, 2, 3, 4], F)
+    check(lambda b, x: b.mul(b.gemm(x, w, c, transB=1), d),
+          lambda b, x: b.gemm(x, w * d.reshape(4, 1), c * d, transB=1), {"x": (2, 3)})

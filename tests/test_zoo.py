@@ -3,7 +3,7 @@ variant against onnxruntime (full sizes: the slow tests at the end, or
 `fusion zoo check`)."""
 from __future__ import annotations
 
-import gzip
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +27,12 @@ SMALL = [pytest.param(n, id=n) for n in zoo.NAMES]
 
 def _have(name, small=True):
     return os.path.exists(registry.model_path(name, small))
+
+
+@functools.lru_cache(maxsize=None)
+def _filled(name):
+    """The small variant with weights (shared by the tests; never modified)."""
+    return zoo.load(name, small=True)
 
 
 # ---------------------------------------------------------------------------
@@ -147,7 +153,7 @@ def test_fill_is_deterministic_and_seeded_by_name():
 def test_zoo_fill_is_stable(name):
     if not _have(name):
         pytest.fail(f"{name}: small variant not exported")
-    assert store.weights_digest(zoo.load(name, True)) == store.weights_digest(zoo.load(name, True))
+    assert store.weights_digest(zoo.load(name, True)) == store.weights_digest(_filled(name))
 
 
 # ---------------------------------------------------------------------------
@@ -180,7 +186,7 @@ def test_oracle_uses_zoo_inputs_through_metadata():
 def test_small_variant_runs_healthy_in_onnxruntime(name):
     if not _have(name):
         pytest.fail(f"{name}: small variant not exported")
-    m = zoo.load(name, small=True)
+    m = _filled(name)
     onnx.checker.check_model(m)
     out = run_onnxruntime(m, zoo.random_inputs(name, small=True))
     assert not output_health(out), output_health(out)
@@ -190,9 +196,10 @@ def test_small_variant_runs_healthy_in_onnxruntime(name):
 def test_small_variant_interpreter_matches_onnxruntime(name):
     if not _have(name):
         pytest.fail(f"{name}: small variant not exported")
-    g = fusion.load(f"zoo:{name}:small")
-    feeds = fusion.oracle.random_inputs(g, seed=0)
-    expected = run_onnxruntime(zoo.load(name, small=True), feeds)
+    g = fusion.load(_filled(name))
+    assert g.metadata["fusion.zoo"] == f"{name}:small"
+    feeds = fusion.oracle.random_inputs(g, seed=0)  # the zoo's realistic inputs, through the metadata tag
+    expected = run_onnxruntime(_filled(name), feeds)
     rep = compare(fusion.run_reference(g, feeds), expected)
     assert rep.ok, str(rep)
 
@@ -217,7 +224,7 @@ def test_cli_list_json_and_export(tmp_path):
     assert r.returncode == 0, r.stderr
     m = onnx.load(str(out))
     onnx.checker.check_model(m)
-    assert store.weights_digest(m) == store.weights_digest(zoo.load("tinybert", True))
+    assert store.weights_digest(m) == store.weights_digest(_filled("tinybert"))
 
 
 def test_cli_errors_are_one_line():

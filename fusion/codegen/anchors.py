@@ -305,8 +305,6 @@ def _gemm(kmod, ctx: AnchorContext, target):
     c = a.input(2)
     ta, tb = int(a.attrs.get("transA", 0)), int(a.attrs.get("transB", 0))
     alpha, beta = float(a.attrs.get("alpha", 1.0)), float(a.attrs.get("beta", 1.0))
-    if alpha != 1.0 or (c is not None and beta != 1.0):
-        return None   # rare in exported models; the plain loop nest handles them
     M = int(x.shape[1] if ta else x.shape[0])
     K = int(x.shape[0] if ta else x.shape[1])
     N = int(w.shape[0] if tb else w.shape[1])
@@ -330,6 +328,13 @@ def _gemm(kmod, ctx: AnchorContext, target):
 
         def epi(index, acc):
             pr = ctx._printer({"__c0": f"({index[0]})", "__c1": f"({index[1]})"})
-            return inner(index, f"({acc}) + {pr.p(ce)}")
+            return inner(index, f"{_scaled(alpha, acc)} + {_scaled(beta, pr.p(ce))}")
         return kmod.matmul(ctx.block.name, batch=[], M=M, N=N, K=K, A=A, B=B, epilogue=epi, target=target)
-    return kmod.matmul(ctx.block.name, batch=[], M=M, N=N, K=K, A=A, B=B, epilogue=ctx.epilogue(), target=target)
+    inner = ctx.epilogue()
+    return kmod.matmul(ctx.block.name, batch=[], M=M, N=N, K=K, A=A, B=B, target=target,
+                       epilogue=lambda index, acc: inner(index, _scaled(alpha, acc)))
+
+
+def _scaled(k: float, c: str) -> str:
+    from fusion.codegen.cprint import c_const
+    return f"({c})" if k == 1.0 else f"({c_const(k, 'float32')} * ({c}))"

@@ -66,7 +66,7 @@ def build(art, out_dir: str, target: Target, use_cache: bool = True, profile: bo
     """Write the sources and build libmodel.so in out_dir. Returns (library path,
     compile seconds, cache hit)."""
     sources = write_sources(art, out_dir)
-    if art.extra_sources:
+    if art.extra_sources and target.name == "host":
         sources = sources[:1] + cached_objects(art.extra_sources, art.include_dirs, target)
     lib = os.path.join(out_dir, "libmodel.so")
     flags = EXTRA_FLAGS + (["-DFZ_PROFILE"] if profile else []) + [f"-I{out_dir}"] + [f"-I{d}" for d in art.include_dirs]

@@ -49,9 +49,9 @@ def compile(model, target: str | Target = "host", threads: int | None = None, *,
     (default: a directory in the compile cache keyed by the sources)."""
     t_start = time.perf_counter()
     t = target if isinstance(target, Target) else get_target(target)
-    if t.name != "host":
-        raise FusionError(f"target '{t.name}': this code generator builds and runs host code only; "
-                          f"use --target host")
+    if t.kind != "cpu":
+        raise FusionError(f"target '{t.name}' is a GPU target; the C code generator builds CPU libraries "
+                          f"(host, linux-arm64, android-arm64)")
     notes: list[str] = []
     graph = load_graph(model, shapes)
     if plan is None:
@@ -83,6 +83,9 @@ def compile(model, target: str | Target = "host", threads: int | None = None, *,
         "cc": round(compile_s, 3), "total": round(time.perf_counter() - t_start, 3)}, cache_hit=hit, notes=notes)
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
+    if t.name != "host":
+        return CrossCompiledModel(lib, os.path.join(out_dir, "weights.bin"), art.inputs, art.outputs, report,
+                                  threads, plan=plan, c_source=art.c_source, target=t)
     return CompiledModel(lib, os.path.join(out_dir, "weights.bin"), art.inputs, art.outputs, report, threads,
                          plan=plan, c_source=art.c_source)
 
@@ -209,3 +212,38 @@ class CompiledModel:
             self.close()
         except Exception:
             pass
+
+
+class CrossCompiledModel(CompiledModel):
+    """A library built for another CPU (linux-arm64, android-arm64): not loaded
+    here; `run` goes through fusion.device (qemu-user for linux-arm64)."""
+
+    def __init__(self, lib_path, weights_path, inputs, outputs, report, threads=None, plan=None, c_source="",
+                 target=None):
+        self.lib_path, self.weights_path = lib_path, weights_path
+        self.plan, self.report = plan, report
+        self.inputs, self.outputs = inputs, outputs
+        self.c_source = c_source
+        self.target = target
+        self.threads = threads
+        self._ctx = None
+
+    def set_threads(self, n):
+        self.threads = n
+        return n
+
+    def run(self, feeds: dict) -> dict[str, np.ndarray]:
+        arrays = self.check_feeds(feeds)
+        try:
+            from fusion.device.runner import run_library
+        except ImportError:
+            raise FusionError(f"running a {self.target.name} library needs fusion.device, which is not in this "
+                              f"build") from None
+        outs, _ = run_library(self.lib_path, self.weights_path, arrays, self.target, threads=self.threads)
+        result = {}
+        for s, o in zip(self.outputs, outs):
+            result.setdefault(s.name, o)
+        return result
+
+    def close(self) -> None:
+        pass

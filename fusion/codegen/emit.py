@@ -68,6 +68,7 @@ class ModelEmitter:
         self.weight_end = 0
         self.functions: list[Function] = []
         self.block_info: list[dict] = []
+        self.folded: dict[int, np.ndarray] = {}   # values computed at compile time (all inputs constant)
         self.dyn: dict[str, int] = {}          # run-time dim (sympy symbol name) -> compile-time upper bound
         self.extra_sources: list[str] = []
         self.include_dirs: list[str] = []
@@ -144,9 +145,37 @@ class ModelEmitter:
             self.names[id(v)] = n
         return n
 
-    @staticmethod
-    def constval(v: Value) -> np.ndarray | None:
-        return v.const if v.const is not None else v.known
+    def constval(self, v: Value) -> np.ndarray | None:
+        if v.const is not None:
+            return v.const
+        if v.known is not None:
+            return v.known
+        return self.folded.get(id(v))
+
+    FOLD_LIMIT = 64 << 20
+
+    def fold(self, b: Block) -> bool:
+        """A block reading only constants (a weight's Transpose that nothing
+        folded before us) is computed now: its outputs become weights."""
+        if b.opaque or any(self.constval(v) is None for v in b.inputs):
+            return False
+        if any(v.shape is None or not v.is_static for n in b.nodes for v in n.outputs):
+            return False
+        if sum(v.nbytes for n in b.nodes for v in n.outputs) > self.FOLD_LIMIT:
+            return False
+        vals: dict[int, np.ndarray] = {}
+        for n in b.nodes:
+            args = [None if v is None else vals.get(id(v), self.constval(v)) for v in n.inputs]
+            od = n.opdef
+            if od is None or od.reference is None or od.needs_env:
+                return False
+            with np.errstate(all="ignore"):
+                outs = od.reference(n, args)
+            for v, a in zip(n.outputs, outs):
+                vals[id(v)] = np.ascontiguousarray(np.asarray(a).astype(v.dtype, copy=False).reshape(v.shape))
+        for v in b.outputs:
+            self.folded[id(v)] = vals[id(v)]
+        return True
 
     def literal(self, v: Value) -> E.Expr | None:
         a = self.constval(v)
@@ -184,19 +213,27 @@ class ModelEmitter:
 
     def lower_block(self, b: Block) -> Function | None:
         outs = [v for v in b.outputs if self.constval(v) is None]
-        if not outs:
+        if not outs or self.fold(b):
             return None   # everything it computes is known at compile time
         if b.opaque:
             return self.opaque_block(b, outs)
         touched = {id(v): v for n in b.nodes for v in n.all_inputs() + n.outputs}
         dynamic = [v for v in touched.values() if v.shape is not None and not v.is_static]
         if not dynamic:
-            from fusion.codegen import anchors
-            fn = anchors.fast_block(self, b, outs)
-            if fn is not None:
-                return fn
-            return L.lower_block(b.name, b.nodes, outs, cname=self.cname, literal=self.literal,
-                                 shape_of=self.shape_of, buffers_for=self.buffers_for)
+            groups: dict[int, list[Value]] = {}
+            for v in outs:
+                groups.setdefault(int(np.prod(self.shape_of(v))), []).append(v)
+            if len(groups) == 1:
+                from fusion.codegen import anchors
+                fn = anchors.fast_block(self, b, outs)
+                if fn is not None:
+                    return fn
+            # One loop nest per output size: a multi-output op (LayerNormalization's
+            # Mean and InvStdDev) can give one block outputs of different sizes.
+            fns = [L.lower_block(b.name if k == 0 else f"{b.name}_{k + 1}", b.nodes, grp, cname=self.cname,
+                                 literal=self.literal, shape_of=self.shape_of, buffers_for=self.buffers_for)
+                   for k, grp in enumerate(groups.values())]
+            return fns[0] if len(fns) == 1 else fns
         return self._lower_dynamic(b, outs, dynamic)
 
     def _lower_dynamic(self, b: Block, outs: list[Value], dynamic: list[Value]) -> Function:
@@ -259,8 +296,8 @@ class ModelEmitter:
             fn = self.lower_block(b)
             if progress is not None:
                 progress.step(b.name)
-            if fn is not None:
-                fns.append((b, fn))
+            for f in (fn if isinstance(fn, list) else [fn] if fn is not None else []):
+                fns.append((b, f))
         self.functions = [f for _, f in fns]
         return self._assemble(fns, time.perf_counter() - t0)
 
@@ -511,7 +548,7 @@ static const char fz_weights_digest[] = "@DIGEST@";
 
 struct fz_model { char *weights; char *arena; int64_t out_shape[@NOUT@][8]; };
 
-static __thread char fz_error[512];
+static FZ_TLS char fz_error[512];   /* per thread where the platform has TLS */
 static int fz_live_models;
 
 static void fz_set_error(const char *msg) { snprintf(fz_error, sizeof fz_error, "%s", msg); }

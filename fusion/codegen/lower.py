@@ -154,10 +154,11 @@ class Scheduler:
                 return i
         return 0
 
-    def _worth_a_let(self, e: E.Expr) -> bool:
+    def _worth_a_let(self, e: E.Expr, invariant: bool = False) -> bool:
+        """Used twice (CSE), or invariant in the loop it sits in (hoisting)."""
         if isinstance(e, (E.Const, E.Var, Temp)):
             return False
-        if self.uses[e] < 2:
+        if self.uses[e] < 2 and not invariant:
             return False
         # Pure index arithmetic is cheap and the C compiler strength-reduces it.
         return any(isinstance(x, (E.Load, E.Call, E.Reduce)) or (x.dtype.startswith("float"))
@@ -174,8 +175,8 @@ class Scheduler:
             return self._emit_reduce(e, stack)
         kids = [self.emit(c, stack) for c in e.children()]
         r = E.rebuild(e, kids)
-        if self._worth_a_let(e):
-            lv = self.level(self.free(e), stack)
+        lv = self.level(self.free(e), stack)
+        if self._worth_a_let(e, invariant=lv < len(stack) - 1 and not isinstance(r, Temp)):
             t = self.temp(r.dtype)
             stack[lv].stmts.append(Let(t, r))
             stack[lv].memo[e] = t
@@ -233,6 +234,10 @@ def lower_block(name: str, nodes: list[Node], outputs: list[Value], *, cname, li
     every output element is computed from the composed expression."""
     comp = Composer(nodes, cname, literal, shape_of)
     space = output_space(outputs, shape_of)
+    n_space = int(np.prod(space)) if space else 1
+    for v in outputs:   # every output is stored at the same flat position
+        if int(np.prod(shape_of(v))) != n_space:
+            raise AssertionError(f"block {name}: outputs of different sizes in one loop nest")
     vars_ = [E.Var(f"i{d}", n) for d, n in enumerate(space)]
     flat = E.linearize(vars_, space)
     roots = []
@@ -242,14 +247,30 @@ def lower_block(name: str, nodes: list[Node], outputs: list[Value], *, cname, li
         roots.append((v, comp.value(v, idx)))
     sch = Scheduler()
     sch.count_uses([e for _, e in roots])
-    k = choose_outer(space)
-    outer_vars, inner_vars = vars_[:k], vars_[k:]
-    stack = [Scope(outer_vars)] + [Scope([v]) for v in inner_vars]
+    # Loop order: dims the reductions depend on outside, the others inside, so a
+    # reduction runs once per point of its own dims (Softmax over a middle axis,
+    # a squeeze-excite scale broadcast over H x W); without reductions, row-major.
+    dep = reduction_vars([e for _, e in roots], sch)
+    if dep is None:
+        order = list(range(len(vars_)))
+        k = choose_outer(space)
+    else:
+        outer = [d for d, v in enumerate(vars_) if v in dep or v.extent == 1]
+        order = outer + [d for d in range(len(vars_)) if d not in outer]
+        k = max(1, len(outer)) if vars_ else 0
+    loop_vars = [vars_[d] for d in order]
+    outer_vars, inner_vars = loop_vars[:k], loop_vars[k:]
+    # scope 0: once per thread's chunk (reductions that depend on no loop var);
+    # scope 1: once per point of the (parallel) outer range; then one per inner loop.
+    glob = Scope()
+    stack = [glob, Scope(outer_vars)] + [Scope([v]) for v in inner_vars]
     for v, e in roots:
         val = sch.emit(e, stack)
         stack[-1].stmts.append(Store(cname(v), flat, val, dtype_name(v)))
+    stack = stack[1:]
     # Run-time extents (data-dependent dims) where given; the Var keeps the bound.
-    ext = [(dyn_extents[d] if dyn_extents and dyn_extents[d] is not None else v.extent) for d, v in enumerate(vars_)]
+    ext_d = [(dyn_extents[d] if dyn_extents and dyn_extents[d] is not None else v.extent) for d, v in enumerate(vars_)]
+    ext = [ext_d[d] for d in order]
     body = None
     for sc, v, x in zip(reversed(stack[1:]), reversed(inner_vars), reversed(ext[k:])):
         stmts = sc.stmts + ([body] if body is not None else [])
@@ -259,10 +280,22 @@ def lower_block(name: str, nodes: list[Node], outputs: list[Value], *, cname, li
     work *= 1 + _reduce_work(e for _, e in roots)
     outer_n = int(np.prod([v.extent for v in outer_vars])) if outer_vars else 1
     fn = Function(name, buffers_for(comp.loads, outputs), outer_vars, ext[:k], top,
-                  parallel=work >= parallel_threshold and outer_n > 1)
+                  parallel=work >= parallel_threshold and outer_n > 1, prelude=glob.stmts)
     fn.schedule = (f"loop nest over {list(space)}" + (f", threads over {outer_n} outer points" if fn.parallel else "")
                    )
     return fn
+
+
+def reduction_vars(roots, sch: "Scheduler") -> set | None:
+    """The loop vars (of extent > 1) any reduction depends on; None without reductions."""
+    dep = None
+    seen: set = set()
+    for r in roots:
+        for x in E.walk(r, seen):
+            if isinstance(x, E.Reduce):
+                fv = {v for v in sch.free(x) if v.extent != 1}
+                dep = fv if dep is None else dep | fv
+    return dep
 
 
 def _reduce_work(exprs) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import sympy
 
 from fusion.errors import UnsupportedOpError
@@ -52,6 +53,7 @@ def lower_opaque(em, block, outs):
     loads = {}
     in_names = []
     lines = []
+    frees = []
     for i, v in enumerate(node.inputs):
         if v is None:
             in_names.append(None)
@@ -62,6 +64,14 @@ def lower_opaque(em, block, outs):
         dims = em.runtime_dims(v)
         lines.append(f"fz_tensor {t} = {{(void *)a.{name}, {onnx_elem_type(v.dtype.name)}, {len(dims)}, "
                      f"{{{', '.join(dims) or '0'}}}}};")
+        if _inner_dynamic(v):
+            # the kernel reads compact data: hand it a compact copy of the padded tensor
+            cap = em.shape_of(v)
+            es = v.dtype.itemsize
+            lines.append(f"static const int64_t fz_cap_i{i}[] = {{{', '.join(map(str, cap))}}};")
+            lines.append(f"{t}.data = malloc({int(np.prod(cap)) * es} + 1);")
+            lines.append(f"fz_compact(a.{name}, {t}.data, {es}, {len(cap)}, {t}.shape, fz_cap_i{i});")
+            frees.append(f"free({t}.data);")
         in_names.append(t)
     out_names = []
     for k, v in enumerate(node.outputs):
@@ -77,17 +87,30 @@ def lower_opaque(em, block, outs):
         out_names.append(t)
     file_scope, stmt = mod.call(node, in_names, out_names,
                                 on_error="fz_set_error(fz_opaque_last_error()); return -1;")
+    if frees:   # the copies are freed on the error path too
+        stmt = stmt.replace("return -1;", " ".join(frees) + " return -1;")
     lines.append(stmt)
+    lines.extend(frees)
     for k, v in enumerate(node.outputs):
         if k < len(out_names) and out_names[k] is not None:
             for d, dim in enumerate(v.shape):
                 if isinstance(dim, sympy.Symbol):
                     lines.append(f"{em.dim_var(dim)} = fz_o{k}.shape[{d}];")
+            if _inner_dynamic(v):
+                # the kernel wrote compact data: move it to the padded layout everyone else reads
+                cap = caps[k]
+                lines.append(f"{{ static const int64_t fz_cap[] = {{{', '.join(str(int(c)) for c in cap)}}}; "
+                             f"fz_repad(fz_o{k}.data, {v.dtype.itemsize}, {len(cap)}, fz_o{k}.shape, fz_cap); }}")
     fn = Function(block.name, em.buffers_for(loads, outs), [], [], [], functions=file_scope, raw_body="",
                   schedule=f"runtime kernel fz_op_{node.op}")
     fn.run_inline = "\n".join(lines)
     em.use_opaque(mod)
     return fn
+
+
+def _inner_dynamic(v) -> bool:
+    """A run-time dim after the first: padded and compact layouts differ."""
+    return v.shape is not None and any(not isinstance(d, (int, np.integer)) for d in list(v.shape)[1:])
 
 
 def sources(mod) -> tuple[list[str], list[str]]:

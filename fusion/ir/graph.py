@@ -434,7 +434,8 @@ class Graph:
                 if v.shape is not None and v.is_static and v.dtype is not None and v not in self.outputs:
                     inter += v.nbytes
         used_consts = {id(v): v for n in self.nodes for v in n.inputs if v is not None and v.const is not None}
-        params = sum(v.const.size for v in used_consts.values() if v.dtype.kind == "f")
+        # Parameters: float tensors (weights, biases); 0-d scalars are literals, not parameters.
+        params = sum(v.const.size for v in used_consts.values() if v.dtype.kind == "f" and v.const.ndim > 0)
         return {
             "name": self.name,
             "nodes": len(self.nodes),

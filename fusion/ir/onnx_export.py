@@ -28,11 +28,11 @@ def _value_info(v: Value) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(v.name, elem, shape)
 
 
-def _attr(name: str, val, opset_graph):
+def _attr(name: str, val, opset_graph: int | None = None):
     if isinstance(val, Graph):
-        return helper.make_attribute(name, to_onnx_graph(val))
+        return helper.make_attribute(name, to_onnx_graph(val, opset=opset_graph))
     if isinstance(val, list) and val and isinstance(val[0], Graph):
-        return helper.make_attribute(name, [to_onnx_graph(x) for x in val])
+        return helper.make_attribute(name, [to_onnx_graph(x, opset=opset_graph) for x in val])
     if isinstance(val, np.ndarray):
         return helper.make_attribute(name, numpy_helper.from_array(val))
     if isinstance(val, list) and val and isinstance(val[0], np.ndarray):
@@ -52,12 +52,26 @@ def _attr_type(spec_kind: str):
             "tensor": onnx.AttributeProto.TENSOR}.get(spec_kind)
 
 
-def _node_attrs(n: Node):
-    """Attributes worth writing: drop None and empty-list defaults ONNX would reject."""
+def _is_default(od, k, v) -> bool:
+    if od is None or k not in od.attrs:
+        return False
+    d = od.attrs[k].default
+    try:
+        return not isinstance(v, np.ndarray) and (v == d or (isinstance(d, (list, tuple)) and list(v) == list(d)))
+    except Exception:
+        return False
+
+
+def _node_attrs(n: Node, schema=None, opset: int | None = None):
+    """Attributes worth writing: drop None, empty-list defaults ONNX would reject,
+    and default values of attributes the exported opset's schema does not know
+    (Cast's round_mode at opset 21: the default is what that opset does anyway)."""
     od = n.opdef
     out = []
     for k, v in n.attrs.items():
-        if v is None:
+        if v is None or k.startswith("_"):
+            continue  # None: absent; "_": fusion-internal annotations
+        if schema is not None and k not in schema.attributes and _is_default(od, k, v):
             continue
         if isinstance(v, list) and not v:
             if od is not None and k in od.attrs and od.attrs[k].default == []:
@@ -65,18 +79,79 @@ def _node_attrs(n: Node):
             kind = od.attrs[k].kind if od is not None and k in od.attrs else "ints"
             out.append(helper.make_attribute(k, [], attr_type=_attr_type(kind)))
             continue
-        if k.startswith("_"):
-            continue  # fusion-internal annotations
-        out.append(_attr(k, v, None))
+        out.append(_attr(k, v, opset))
     return out
 
 
-def to_onnx_graph(g: Graph, *, with_value_info: bool = True) -> onnx.GraphProto:
+def _upsample_as_resize(n: Node) -> onnx.NodeProto:
+    """Upsample(X, scales) is Resize with asymmetric coordinates (and floor rounding for nearest)."""
+    mode = n.attrs.get("mode", "nearest")
+    ins = [n.inputs[0].name, "", n.inputs[1].name if len(n.inputs) > 1 and n.inputs[1] is not None else ""]
+    extra = {"nearest_mode": "floor"} if mode == "nearest" else {}
+    return helper.make_node("Resize", ins, [v.name for v in n.outputs], name=n.name, mode=mode,
+                            coordinate_transformation_mode="asymmetric", **extra)
+
+
+def _schema(op: str, domain: str, opset: int):
+    try:
+        return onnx.defs.get_schema(op, opset, domain)
+    except Exception:
+        return None
+
+
+def node_opset(n: Node, lo: int) -> int:
+    """Lowest default-domain opset >= lo whose schema of n's op knows every
+    attribute n sets to a non-default value (onnxruntime lags onnx: stay low)."""
+    need = [k for k, v in n.attrs.items() if v is not None and not k.startswith("_")
+            and not _is_default(n.opdef, k, v)]
+    top = onnx.defs.onnx_opset_version()
+    if n.op == "Mod" and not n.attrs.get("fmod") and n.inputs[0].dtype is not None and n.inputs[0].dtype.kind == "f":
+        # Floor-mod of floats is legal only from opset 28 on; no attribute says so.
+        # (Better as a per-node OpDef.export_opset in the op table.)
+        lo = max(lo, 28)
+    for v in range(lo, top + 1):
+        s = _schema(n.op, "", v)
+        if s is not None and not s.deprecated and all(k in s.attributes for k in need) \
+                and s.min_input <= len(n.inputs) <= s.max_input and _types_allowed(s, n):
+            return v
+    return top
+
+
+def _type_str(v: Value) -> str | None:
+    if v is None or v.dtype is None:
+        return None
+    try:
+        return "tensor(" + helper.tensor_dtype_to_string(dtypes.from_numpy(v.dtype)).split(".")[-1].lower() + ")"
+    except Exception:
+        return None
+
+
+def _types_allowed(s, n: Node) -> bool:
+    """The schema's type constraints admit n's input element types."""
+    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in s.type_constraints}
+    for i, v in enumerate(n.inputs):
+        if v is None or not s.inputs:
+            continue
+        p = s.inputs[min(i, len(s.inputs) - 1)]
+        t = _type_str(v)
+        if t is None:
+            continue
+        ok = t in allowed[p.type_str] if p.type_str in allowed else t == p.type_str  # a fixed type: tensor(float)
+        if not ok:
+            return False
+    return True
+
+
+def to_onnx_graph(g: Graph, *, with_value_info: bool = True, opset: int | None = None) -> onnx.GraphProto:
     nodes = []
     for n in g.nodes:
+        if n.op == "Upsample" and not n.domain:
+            nodes.append(_upsample_as_resize(n))  # Upsample is deprecated from opset 10 on
+            continue
         p = helper.make_node(n.op, [v.name if v is not None else "" for v in n.inputs],
                              [v.name for v in n.outputs], name=n.name, domain=n.domain or None)
-        p.attribute.extend(_node_attrs(n))
+        schema = _schema(n.op, n.domain, opset if not n.domain else g.opset.get(n.domain, 1)) if opset else None
+        p.attribute.extend(_node_attrs(n, schema, opset))
         nodes.append(p)
     used = {}
     for n in g.nodes:
@@ -108,15 +183,18 @@ def _tensor(v: Value) -> onnx.TensorProto:
 
 
 def export_opset(g: Graph) -> int:
+    """The default-domain opset to declare: the lowest at which every node's
+    normalized form (op table `export_opset`, its attributes) exists, and at
+    least BASE_OPSET."""
     from fusion.ops import get_op
-    need = max(BASE_OPSET, g.opset.get("", BASE_OPSET))
+    need = BASE_OPSET
 
     def visit(h: Graph):
         nonlocal need
         for n in h.nodes:
             od = get_op(n.op, n.domain)
-            if od is not None and not n.domain:
-                need = max(need, od.export_opset, od.since)
+            if not n.domain:
+                need = max(need, od.export_opset if od is not None else 0, node_opset(n, need))
             for sg in n.subgraphs():
                 visit(sg)
     visit(g)
@@ -124,8 +202,9 @@ def export_opset(g: Graph) -> int:
 
 
 def to_onnx(g: Graph, *, opset: int | None = None, with_value_info: bool = True) -> onnx.ModelProto:
-    gp = to_onnx_graph(g, with_value_info=with_value_info)
-    ops = [helper.make_opsetid("", opset or export_opset(g))]
+    opset = opset or export_opset(g)
+    gp = to_onnx_graph(g, with_value_info=with_value_info, opset=opset)
+    ops = [helper.make_opsetid("", opset)]
     for d, v in g.opset.items():
         if d not in ("", "ai.onnx"):
             ops.append(helper.make_opsetid(d, v))

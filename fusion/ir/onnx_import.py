@@ -58,9 +58,12 @@ def parse_model(data: bytes, where: str = "<bytes>") -> onnx.ModelProto:
     try:
         m.ParseFromString(data)
     except Exception as e:  # protobuf DecodeError and friends
-        msg = str(e) or type(e).__name__
-        hint = "truncated or corrupted" if "runcated" in msg or "end" in msg.lower() else "not an ONNX model"
-        raise ModelFileError(f"{where}: cannot parse as ONNX ({hint}: {msg})") from None
+        # An ONNX file starts with field 1 (ir_version, tag byte 0x08): if it does,
+        # the file was an ONNX model that got cut or damaged.
+        if data[:1] == b"\x08":
+            raise ModelFileError(f"{where}: truncated or corrupted ONNX file ({len(data)} bytes); "
+                                 f"download or export it again") from None
+        raise ModelFileError(f"{where}: not an ONNX model (cannot parse it as an ONNX ModelProto)") from None
     if not m.HasField("graph") or (not m.opset_import and m.ir_version == 0):
         raise ModelFileError(f"{where}: not an ONNX model (no graph or opset information)")
     # A message cut at a field boundary parses; catch what it leaves out.

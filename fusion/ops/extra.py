@@ -54,8 +54,10 @@ def _schema_op(name: str, *, domain: str = "", **kw) -> OpDef:
         return tuple(out)
     kw.setdefault("inputs", formal(s.inputs))
     kw.setdefault("outputs", formal(s.outputs))
-    kw.setdefault("since", s.since_version)
-    kw.setdefault("export_opset", s.since_version)
+    first = min(h.since_version for h in onnx.defs.get_all_schemas_with_history()
+                if h.name == name and h.domain == domain)
+    kw.setdefault("since", first)
+    kw.setdefault("export_opset", first)  # the exporter raises it further when an attribute needs it
     attrs.update(kw.pop("attrs", {}))
     od = OpDef(name=name, domain=domain, attrs=attrs, **kw)
     if get_op(name, domain) is not None:  # described elsewhere already: the op table keeps one
@@ -1327,3 +1329,399 @@ def _momentum_ref(node, a):
 for _name, _ref, _k in (("Adagrad", _adagrad_ref, 1), ("Adam", _adam_ref, 2), ("Momentum", _momentum_ref, 1)):
     _schema_op(_name, domain=_TRAIN, mapping=Mapping.OPAQUE, reference=_ref, infer=_train_infer(_k),
                flops=lambda node: 8 * sum(_n(v.shape) for v in node.inputs[2:]), category="training")
+
+
+# ---------------------------------------------------------------------------
+# Recurrent nets (RNN, GRU, LSTM): opaque; a time loop with a carried state.
+
+def _act(name, alpha, beta):
+    n = name.lower()
+    if n == "sigmoid":
+        return lambda x: 1 / (1 + np.exp(-x))
+    if n == "tanh":
+        return np.tanh
+    if n == "relu":
+        return lambda x: np.maximum(x, 0)
+    if n == "leakyrelu":
+        return lambda x: np.where(x < 0, alpha * x, x)
+    if n == "thresholdedrelu":
+        return lambda x: np.where(x > alpha, x, 0)
+    if n == "scaledtanh":
+        return lambda x: alpha * np.tanh(beta * x)
+    if n == "hardsigmoid":
+        return lambda x: np.clip(alpha * x + beta, 0, 1)
+    if n == "elu":
+        return lambda x: np.where(x < 0, alpha * (np.exp(x) - 1), x)
+    if n == "softsign":
+        return lambda x: x / (1 + np.abs(x))
+    if n == "softplus":
+        return lambda x: np.log1p(np.exp(x))
+    if n == "affine":
+        return lambda x: alpha * x + beta
+    raise ShapeError(f"recurrent activation '{name}' is not supported")
+
+
+_RNN_DEFAULT_ACTS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"]}
+_RNN_DEFAULT_ALPHA = {"leakyrelu": 0.01, "thresholdedrelu": 1.0, "hardsigmoid": 0.2, "elu": 1.0}
+_RNN_DEFAULT_BETA = {"hardsigmoid": 0.5}
+
+
+def _rnn_acts(node, per_dir):
+    at = node.attrs
+    names = at.get("activations") or _RNN_DEFAULT_ACTS[node.op]
+    ndir = 2 if at.get("direction") == "bidirectional" else 1
+    if len(names) == per_dir:
+        names = names * ndir
+    alphas, betas = at.get("activation_alpha") or [], at.get("activation_beta") or []
+    out, ai, bi = [], 0, 0
+    for nm in names:
+        low = nm.lower()
+        a = _RNN_DEFAULT_ALPHA.get(low, 1.0)
+        b = _RNN_DEFAULT_BETA.get(low, 0.0)
+        if low in ("leakyrelu", "thresholdedrelu", "scaledtanh", "hardsigmoid", "elu", "affine") and ai < len(alphas):
+            a = alphas[ai]
+            ai += 1
+        if low in ("scaledtanh", "hardsigmoid", "affine") and bi < len(betas):
+            b = betas[bi]
+            bi += 1
+        out.append(_act(nm, a, b))
+    return [out[d * per_dir:(d + 1) * per_dir] for d in range(ndir)]
+
+
+def _rnn_ref(node, a):
+    a = list(a) + [None] * (8 - len(a))
+    op, at = node.op, node.attrs
+    X, W, R, B, seq_lens, h0 = a[:6]
+    gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[op]
+    layout = at.get("layout", 0) or 0
+    if layout:
+        X = X.transpose(1, 0, 2)
+        h0 = h0.transpose(1, 0, 2) if h0 is not None else None
+    T, N, _ = X.shape
+    ndir, H = W.shape[0], at["hidden_size"] or R.shape[-1]
+    dt = X.dtype
+    clip = at.get("clip")
+    acts = _rnn_acts(node, {"RNN": 1, "GRU": 2, "LSTM": 3}[op])
+    B = B if B is not None else np.zeros((ndir, 2 * gates * H), dt)
+    h0 = h0 if h0 is not None else np.zeros((ndir, N, H), dt)
+    c0 = P = None
+    if op == "LSTM":
+        c0 = a[6] if a[6] is not None else np.zeros((ndir, N, H), dt)
+        if layout and a[6] is not None:
+            c0 = c0.transpose(1, 0, 2)
+        P = a[7] if a[7] is not None else np.zeros((ndir, 3 * H), dt)
+    lens = seq_lens if seq_lens is not None else np.full(N, T, np.int64)
+    Y = np.zeros((T, ndir, N, H), dt)
+    Yh = np.zeros((ndir, N, H), dt)
+    Yc = np.zeros((ndir, N, H), dt)
+    cl = (lambda v: np.clip(v, -clip, clip)) if clip else (lambda v: v)
+    for d in range(ndir):
+        reverse = at.get("direction") == "reverse" or d == 1
+        w, r = W[d], R[d]
+        wb, rb = B[d][:gates * H], B[d][gates * H:]
+        h = h0[d].astype(dt).copy()
+        c = c0[d].astype(dt).copy() if op == "LSTM" else None
+        f = acts[d]
+        for n in range(N):
+            steps = range(int(lens[n]) - 1, -1, -1) if reverse else range(int(lens[n]))
+            hn = h[n].copy()
+            cn = c[n].copy() if c is not None else None
+            for t in steps:
+                x = X[t, n]
+                if op == "RNN":
+                    hn = f[0](cl(x @ w.T + hn @ r.T + wb + rb))
+                elif op == "GRU":
+                    xw = x @ w.T + wb
+                    z = f[0](cl(xw[:H] + hn @ r[:H].T + rb[:H]))
+                    rr = f[0](cl(xw[H:2 * H] + hn @ r[H:2 * H].T + rb[H:2 * H]))
+                    if at.get("linear_before_reset"):
+                        hh = f[1](cl(xw[2 * H:] + rr * (hn @ r[2 * H:].T + rb[2 * H:])))
+                    else:
+                        hh = f[1](cl(xw[2 * H:] + (rr * hn) @ r[2 * H:].T + rb[2 * H:]))
+                    hn = (1 - z) * hh + z * hn
+                else:
+                    g = x @ w.T + hn @ r.T + wb + rb
+                    pi, po, pf = P[d][:H], P[d][H:2 * H], P[d][2 * H:]
+                    i = f[0](cl(g[:H] + pi * cn))
+                    fg = f[0](cl(g[2 * H:3 * H] + pf * cn))
+                    if at.get("input_forget"):
+                        fg = 1 - i
+                    cc = f[1](cl(g[3 * H:]))
+                    cn = fg * cn + i * cc
+                    o = f[0](cl(g[H:2 * H] + po * cn))
+                    hn = o * f[2](cn)
+                Y[t, d, n] = hn
+            Yh[d, n] = hn
+            if cn is not None:
+                Yc[d, n] = cn
+    if layout:
+        Y, Yh, Yc = Y.transpose(2, 0, 1, 3), Yh.transpose(1, 0, 2), Yc.transpose(1, 0, 2)
+    return [Y, Yh, Yc][:len(node.outputs)]
+
+
+def _rnn_infer(node):
+    X, W = node.inputs[0], node.inputs[1]
+    at = node.attrs
+    H = at["hidden_size"] or node.inputs[2].shape[-1]
+    ndir = W.shape[0]
+    if at.get("layout"):
+        N, T = X.shape[0], X.shape[1]
+        y, h = (N, T, ndir, H), (N, ndir, H)
+    else:
+        T, N = X.shape[0], X.shape[1]
+        y, h = (T, ndir, N, H), (ndir, N, H)
+    return [(X.dtype, y), (X.dtype, h), (X.dtype, h)][:len(node.outputs)]
+
+
+def _rnn_flops(node):
+    X, W, R = node.inputs[:3]
+    return 2 * int(X.shape[0]) * int(X.shape[1]) * (_n(W.shape) + _n(R.shape)) // max(1, int(W.shape[0])) * int(W.shape[0])
+
+
+for _name in ("RNN", "GRU", "LSTM"):
+    _schema_op(_name, mapping=Mapping.OPAQUE, infer=_rnn_infer, reference=_rnn_ref, flops=_rnn_flops,
+               category="recurrent")
+
+
+# ---------------------------------------------------------------------------
+# Signal processing. DFT's canonical form is opset 20: axis is an input.
+
+def _dft_normalize(node, graph, opset):
+    if opset < 20:
+        ax = node.attrs.pop("axis", 1)
+        while len(node.inputs) < 3:
+            node.inputs.append(None)
+        graph.set_input(node, 2, graph.const(np.array(ax, np.int64), "dft_axis"))
+    node.attrs.pop("axis", None)
+
+
+def _dft_params(node, x_rank, length_at, axis_val, len_val):
+    ax = int(np.asarray(axis_val).reshape(-1)[0]) if axis_val is not None else -2
+    ax = ax + x_rank if ax < 0 else ax
+    inv, one = node.attrs["inverse"], node.attrs["onesided"]
+    if len_val is not None:
+        n = int(np.asarray(len_val).reshape(-1)[0])
+    else:
+        n = 2 * (length_at(ax) - 1) if inv and one else length_at(ax)
+    return ax, n, inv, one
+
+
+def _dft_ref(node, a):
+    x = a[0]
+    ax, n, inv, one = _dft_params(node, x.ndim, lambda i: x.shape[i], a[2] if len(a) > 2 else None,
+                                  a[1] if len(a) > 1 else None)
+    sig = x[..., 0] if x.shape[-1] == 1 else x[..., 0] + 1j * x[..., 1]
+    if inv:
+        y = np.fft.irfft(sig, n=n, axis=ax)[..., None] if one else np.fft.ifft(sig, n=n, axis=ax)
+    else:
+        y = np.fft.fft(sig, n=n, axis=ax)
+        if one:
+            y = np.take(y, range(n // 2 + 1), axis=ax)
+    if np.iscomplexobj(y):
+        y = np.stack([y.real, y.imag], axis=-1)
+    return [y.astype(x.dtype)]
+
+
+def _dft_infer(node):
+    x = node.inputs[0]
+    ln, axv = node.input(1), node.input(2)
+    if (ln is not None and ln.value is None) or (axv is not None and axv.value is None):
+        raise ShapeError(f"{node.label()}: dft_length and axis must be known at compile time")
+    ax, n, inv, one = _dft_params(node, x.rank, lambda i: int(x.shape[i]),
+                                  axv.value if axv is not None else None, ln.value if ln is not None else None)
+    shape = list(x.shape)
+    shape[ax] = n // 2 + 1 if one and not inv else n
+    shape[-1] = 1 if inv and one else 2
+    return [(x.dtype, tuple(shape))]
+
+
+_schema_op("DFT", mapping=Mapping.OPAQUE, infer=_dft_infer, reference=_dft_ref, normalize=_dft_normalize,
+           export_opset=20, attrs={"axis": AttrSpec("int", None)},
+           flops=lambda node: 5 * _n(node.outputs[0].shape) * int(math.log2(max(2, _n(node.outputs[0].shape)))),
+           category="signal")
+
+
+def _affine_grid_ref(node, a):
+    theta, size = a[0], [int(v) for v in np.asarray(a[1]).reshape(-1)]
+    ac = node.attrs["align_corners"]
+    N, sp = size[0], size[2:]
+
+    def lin(n):
+        if ac:
+            return np.linspace(-1, 1, n) if n > 1 else np.zeros(1)
+        return (np.arange(n) * 2 + 1) / n - 1
+    grids = np.meshgrid(*[lin(n) for n in sp], indexing="ij")       # z, y, x order
+    base = np.stack(list(grids)[::-1] + [np.ones_like(grids[0])], axis=-1)  # (..., x, y[, z], 1)
+    pts = base.reshape(-1, len(sp) + 1).astype(np.float64)
+    out = np.einsum("pk,njk->npj", pts, theta.astype(np.float64))
+    return [out.reshape((N,) + tuple(sp) + (len(sp),)).astype(theta.dtype)]
+
+
+def _affine_grid_infer(node):
+    theta, size = node.inputs
+    sv = size.value
+    if sv is None:
+        raise ShapeError(f"{node.label()}: input 1 ('size', value '{size.name}') must be known at compile time")
+    s = [int(v) for v in np.asarray(sv).reshape(-1)]
+    return [(theta.dtype, (s[0],) + tuple(s[2:]) + (len(s) - 2,))]
+
+
+_schema_op("AffineGrid", mapping=Mapping.OPAQUE, infer=_affine_grid_infer, reference=_affine_grid_ref,
+           flops=lambda node: 2 * _n(node.outputs[0].shape) * int(node.inputs[0].shape[-1]), category="signal")
+
+
+def _col2im_ref(node, a):
+    x = a[0]
+    img = [int(v) for v in np.asarray(a[1]).reshape(-1)]
+    blk = [int(v) for v in np.asarray(a[2]).reshape(-1)]
+    nd = len(img)
+    dil = node.attrs.get("dilations") or [1] * nd
+    st = node.attrs.get("strides") or [1] * nd
+    pads = node.attrs.get("pads") or [0] * (2 * nd)
+    N, CK, L = x.shape
+    C = CK // _n(blk)
+    nb = [(img[i] + pads[i] + pads[i + nd] - dil[i] * (blk[i] - 1) - 1) // st[i] + 1 for i in range(nd)]
+    padded = np.zeros((N, C) + tuple(img[i] + pads[i] + pads[i + nd] for i in range(nd)), x.dtype)
+    cols = x.reshape((N, C) + tuple(blk) + tuple(nb))
+    for k in np.ndindex(*blk):
+        sl = tuple(slice(k[i] * dil[i], k[i] * dil[i] + (nb[i] - 1) * st[i] + 1, st[i]) for i in range(nd))
+        padded[(slice(None), slice(None)) + sl] += cols[(slice(None), slice(None)) + k]
+    crop = tuple(slice(pads[i], pads[i] + img[i]) for i in range(nd))
+    return [padded[(slice(None), slice(None)) + crop]]
+
+
+def _col2im_infer(node):
+    x, img, blk = node.inputs
+    if img.value is None or blk.value is None:
+        raise ShapeError(f"{node.label()}: image_shape and block_shape must be known at compile time")
+    im = [int(v) for v in np.asarray(img.value).reshape(-1)]
+    C = int(x.shape[1]) // _n(np.asarray(blk.value).reshape(-1))
+    return [(x.dtype, (x.shape[0], C) + tuple(im))]
+
+
+_schema_op("Col2Im", mapping=Mapping.OPAQUE, infer=_col2im_infer, reference=_col2im_ref,
+           flops=lambda node: _n(node.inputs[0].shape), category="movement")
+
+
+def _maxunpool_ref(node, a):
+    x, idx = a[0], a[1]
+    inferred = _maxunpool_shape(node, x.shape, None)      # the indices address this shape
+    shape = _maxunpool_shape(node, x.shape, a[2] if len(a) > 2 else None)
+    y = np.zeros(int(np.prod(inferred)), x.dtype)
+    y[idx.reshape(-1)] = x.reshape(-1)
+    out = np.zeros(shape, x.dtype)                        # a larger output_shape pads at the end
+    out[tuple(slice(0, d) for d in inferred)] = y.reshape(inferred)
+    return [out]
+
+
+def _maxunpool_shape(node, xs, out_shape):
+    if out_shape is not None:
+        return tuple(int(v) for v in np.asarray(out_shape).reshape(-1))
+    k = node.attrs["kernel_shape"]
+    nd = len(k)
+    st = node.attrs.get("strides") or [1] * nd
+    pads = node.attrs.get("pads") or [0] * (2 * nd)
+    return tuple(xs[:2]) + tuple((int(xs[2 + i]) - 1) * st[i] + k[i] - pads[i] - pads[i + nd] for i in range(nd))
+
+
+def _maxunpool_infer(node):
+    os_ = node.input(2)
+    if os_ is not None and os_.value is None:
+        raise ShapeError(f"{node.label()}: input 2 ('output_shape') must be known at compile time")
+    return [(node.inputs[0].dtype, _maxunpool_shape(node, node.inputs[0].shape, os_.value if os_ is not None else None))]
+
+
+_schema_op("MaxUnpool", mapping=Mapping.OPAQUE, infer=_maxunpool_infer, reference=_maxunpool_ref,
+           flops=lambda node: 0, category="pool")
+
+
+# ---------------------------------------------------------------------------
+# GridSample (N-d): opaque, its reads are addressed by the grid's values.
+
+def _gs_reflect(x, lo, hi):
+    rng = hi - lo
+    out = np.array(x, dtype=np.float64, copy=True)
+    for below in (True, False):
+        m = x < lo if below else x > hi
+        if not np.any(m):
+            continue
+        dx = (lo - x[m]) if below else (x[m] - hi)
+        k = np.floor(dx / rng) if rng > 0 else np.zeros_like(dx)
+        r = dx - k * rng
+        even = (k % 2) == 0
+        out[m] = np.where(even, lo + r, hi - r) if below else np.where(even, hi - r, lo + r)
+    return out
+
+
+def _gs_cubic(t):
+    a = -0.75
+    t = np.abs(t)
+    return [((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+            ((a + 2) * t - (a + 3)) * t * t + 1,
+            ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
+            ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a]
+
+
+def _grid_sample_ref(node, a):
+    X, grid = a[0], a[1]
+    mode, pad, ac = node.attrs["mode"], node.attrs["padding_mode"], node.attrs["align_corners"]
+    mode = {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
+    N, C = X.shape[:2]
+    dims = X.shape[2:]
+    nd = len(dims)
+    out_sp = grid.shape[1:-1]
+    Y = np.zeros((N, C) + tuple(out_sp), np.float64)
+    lo = [0.0 if ac else -0.5 for _ in dims]
+    hi = [d - 1.0 if ac else d - 0.5 for d in dims]
+    for n in range(N):
+        g = grid[n].astype(np.float64)
+        xs = []
+        for i in range(nd):
+            v = g[..., nd - 1 - i]                         # the grid lists x (width) first
+            L = dims[i]
+            v = (v + 1) / 2 * (L - 1) if ac else ((v + 1) * L - 1) / 2
+            if mode == "nearest":
+                v = np.rint(v)
+            out = (v < lo[i]) | (v > hi[i])
+            if pad == "border":
+                v = np.where(out, np.clip(v, 0, L - 1), v)
+            elif pad == "reflection":
+                v = np.where(out, _gs_reflect(v, lo[i], hi[i]), v)
+            xs.append(v)
+
+        def pixel(idx):
+            ok = np.ones(out_sp, bool)
+            fixed = []
+            for i, ix in enumerate(idx):
+                L = dims[i]
+                if pad == "zeros":
+                    ok &= (ix >= 0) & (ix < L)
+                    ix = np.clip(ix, 0, L - 1)
+                elif pad == "border":
+                    ix = np.clip(ix, 0, L - 1)
+                else:
+                    ix = _gs_reflect(ix.astype(np.float64), lo[i], hi[i]).astype(np.int64)
+                    ix = np.clip(ix, 0, L - 1)
+                fixed.append(ix.astype(np.int64))
+            v = X[n][(slice(None),) + tuple(fixed)].astype(np.float64)
+            return np.where(ok, v, 0.0)
+        if mode == "nearest":
+            Y[n] = pixel([x.astype(np.int64) for x in xs])
+            continue
+        base = [np.floor(x).astype(np.int64) for x in xs]
+        frac = [x - b for x, b in zip(xs, base)]
+        if mode == "linear":
+            offs, weights = [0, 1], [[1 - f, f] for f in frac]
+        else:
+            offs, weights = [-1, 0, 1, 2], [_gs_cubic(f) for f in frac]
+        for combo in np.ndindex(*([len(offs)] * nd)):
+            w = np.ones(out_sp)
+            for i, k in enumerate(combo):
+                w = w * weights[i][k]
+            Y[n] += w * pixel([base[i] + offs[k] for i, k in enumerate(combo)])
+    return [Y.astype(X.dtype)]
+
+
+_schema_op("GridSample", mapping=Mapping.OPAQUE, reference=_grid_sample_ref,
+           infer=lambda node: [(node.inputs[0].dtype, tuple(node.inputs[0].shape[:2]) + tuple(node.inputs[1].shape[1:-1]))],
+           flops=lambda node: 8 * _n(node.outputs[0].shape), category="movement")

@@ -281,13 +281,14 @@ def _onehot_infer(node):
     i = node.inputs[0]
     ax = _onehot_axis(node)
     s = list(i.shape)
-    s.insert(ax, _onehot_depth(node))
+    from fusion.ops.table import const_input, open_dims
+    s.insert(ax, _onehot_depth(node) if const_input(node, 1) is not None else open_dims(node, 1, "depth")[0])
     return [(node.inputs[2].dtype, tuple(s))]
 
 
 def _onehot_reference(node, a):
-    i, _, v = a
-    depth = _onehot_depth(node)
+    i, d, v = a
+    depth = int(np.asarray(d).reshape(-1)[0])
     ax = _onehot_axis(node)
     idx = np.asarray(i).astype(np.int64)
     idx = np.where(idx < 0, idx + depth, idx)
@@ -297,7 +298,7 @@ def _onehot_reference(node, a):
 
 def _onehot_lower(node, out, read, k=0):
     ax = _onehot_axis(node)
-    depth = _onehot_depth(node)
+    depth = int(node.outputs[0].shape[ax])
     idx = _index(read(0, list(out[:ax]) + list(out[ax + 1:])), depth)
     return E.select(E.binary("eq", idx, out[ax]), read(2, [E.Const(1)]), read(2, [E.Const(0)]))
 

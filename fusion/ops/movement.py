@@ -7,7 +7,7 @@ import numpy as np
 from fusion.errors import ShapeError, UnsupportedOpError
 from fusion.ir import expr as E
 from fusion.ops.table import (AttrSpec, Mapping, OpDef, attr_to_input, broadcast_shapes, const_input,
-                              norm_axis, prod, register, require_const)
+                              norm_axis, open_dims, prod, register, require_const, vec)
 
 
 def _size_class(node):
@@ -22,9 +22,11 @@ def _size_class(node):
 # Expand: bidirectional broadcast to `shape`
 
 def _expand_infer(node):
-    from fusion.ops.shape import shape_spec
+    from fusion.ops.shape import symbolic_value
     x = node.inputs[0]
-    s = shape_spec(node, 1, "shape")
+    s = symbolic_value(node.inputs[1])
+    if s is None:
+        return [(x.dtype, open_dims(node, max(x.rank, int(node.inputs[1].shape[0]))))]
     return [(x.dtype, broadcast_shapes(x.shape, s, who=f"{node.label()}: "))]
 
 
@@ -46,12 +48,19 @@ def _repeats(node):
     return r
 
 
+def _tile_infer(node):
+    x = node.inputs[0]
+    if const_input(node, 1) is None:
+        return [(x.dtype, open_dims(node, x.rank))]
+    return [(x.dtype, tuple(d * r for d, r in zip(x.shape, _repeats(node))))]
+
+
 register(OpDef(
-    "Tile", inputs=("input", "repeats"), mapping=_size_class,
-    infer=lambda node: [(node.inputs[0].dtype, tuple(d * r for d, r in zip(node.inputs[0].shape, _repeats(node))))],
-    reference=lambda node, a: [np.tile(a[0], _repeats(node))],
-    lower=lambda node, out, read, k=0: read(0, [o % int(d) if r > 1 else o for o, d, r in
-                                                zip(out, node.inputs[0].shape, _repeats(node))]),
+    "Tile", inputs=("input", "repeats"), mapping=_size_class, infer=_tile_infer,
+    reference=lambda node, a: [np.tile(a[0], vec(a[1]))],
+    # from the shapes alone: an axis that grew wraps around
+    lower=lambda node, out, read, k=0: read(0, [o % int(d) if int(d) != int(n) else o for o, d, n in
+                                                zip(out, node.inputs[0].shape, node.outputs[0].shape)]),
     category="movement",
 ))
 
@@ -70,13 +79,17 @@ def _pad_normalize(node, graph, opset):
             graph.set_input(node, 2, graph.const(np.array(val, dtype=dt), "pad_value"))
 
 
-def pad_amounts(node):
-    """(begin, end) per axis; negative values crop."""
+def pad_amounts(node, args=None):
+    """(begin, end) per axis; negative values crop. `args`: run-time arguments."""
     x = node.inputs[0]
-    p = [int(v) for v in np.asarray(require_const(node, 1, "pads")).reshape(-1)]
-    axes = const_input(node, 3)
-    if axes is None and node.input(3) is not None:
-        raise ShapeError(f"{node.label()}: Pad axes must be a constant")
+    if args is not None:
+        p = vec(args[1])
+        axes = args[3] if len(args) > 3 else None
+    else:
+        p = [int(v) for v in np.asarray(require_const(node, 1, "pads")).reshape(-1)]
+        axes = const_input(node, 3)
+        if axes is None and node.input(3) is not None:
+            raise ShapeError(f"{node.label()}: Pad axes must be a constant")
     axes = list(range(x.rank)) if axes is None else [norm_axis(int(a), x.rank, node) for a in np.asarray(axes).reshape(-1)]
     if len(p) != 2 * len(axes):
         raise ShapeError(f"{node.label()}: pads has {len(p)} values, expected {2 * len(axes)}")
@@ -94,15 +107,21 @@ def _pad_value(node):
     return None if c is None else np.asarray(c).reshape(-1)[0].item() if np.asarray(c).size else 0
 
 
+def _pad_runtime(node):
+    return const_input(node, 1) is None or (node.input(3) is not None and const_input(node, 3) is None)
+
+
 def _pad_infer(node):
     x = node.inputs[0]
+    if _pad_runtime(node):
+        return [(x.dtype, open_dims(node, x.rank))]
     b, e = pad_amounts(node)
     return [(x.dtype, tuple(d + p + q for d, p, q in zip(x.shape, b, e)))]
 
 
 def _pad_reference(node, a):
     x = a[0]
-    b, e = pad_amounts(node)
+    b, e = pad_amounts(node, a)
     mode = node.attrs["mode"]
     crop = tuple(slice(max(-p, 0), d - max(-q, 0)) for d, p, q in zip(x.shape, b, e))
     x = x[crop]
@@ -115,9 +134,35 @@ def _pad_reference(node, a):
     return [np.pad(x, widths, mode=mode)]
 
 
+def _pad_begin_read(node, read):
+    """Begin pads per axis read from the run-time pads (and axes) tensors."""
+    x = node.inputs[0]
+    n = int(node.inputs[1].shape[0]) // 2
+    const_axes = const_input(node, 3)
+    if node.input(3) is None:
+        axes = list(range(x.rank))
+    elif const_axes is not None:
+        axes = [norm_axis(v, x.rank, node) for v in vec(const_axes)]
+    else:
+        axes = None
+    begin = []
+    for d in range(x.rank):
+        val = E.Const(0)
+        for j in range(n - 1, -1, -1):
+            pj = E.cast(read(1, [E.Const(j)]), "int64")
+            if axes is not None:
+                val = pj if axes[j] == d else val
+            else:
+                aj = E.cast(read(3, [E.Const(j)]), "int64")
+                aj = E.select(E.binary("lt", aj, 0), aj + x.rank, aj)
+                val = E.select(E.binary("eq", aj, d), pj, val)
+        begin.append(val)
+    return begin
+
+
 def _pad_lower(node, out, read, k=0):
     x = node.inputs[0]
-    b, _ = pad_amounts(node)
+    b = _pad_begin_read(node, read) if _pad_runtime(node) else pad_amounts(node)[0]
     mode = node.attrs["mode"]
     pos = [o - p for o, p in zip(out, b)]
     dims = [int(d) for d in x.shape]
@@ -142,6 +187,8 @@ def _pad_lower(node, out, read, k=0):
 
 
 def _pad_mapping(node):
+    if _pad_runtime(node):
+        return Mapping.O2M  # positions computed from run-time pads
     b, e = pad_amounts(node)
     grows = any(p > 0 for p in b + e)
     if not grows:
@@ -260,7 +307,8 @@ def _s2d_reference(node, a):
     x = a[0]
     b = int(node.attrs["blocksize"])
     n, c, h, w = x.shape
-    t = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
+    t = x.reshape(n, c, h // b, b, w // b, b)
+    t = t.transpose(0, 1, 3, 5, 2, 4) if node.attrs.get("mode") == "CRD" else t.transpose(0, 3, 5, 1, 2, 4)
     return [np.ascontiguousarray(t.reshape(n, c * b * b, h // b, w // b))]
 
 
@@ -268,6 +316,9 @@ def _s2d_lower(node, out, read, k=0):
     b = int(node.attrs["blocksize"])
     c = int(node.inputs[0].shape[1])
     n, oc, h, w = out
+    if node.attrs.get("mode") == "CRD":   # channel-major blocks (opset 28)
+        q = oc % (b * b)
+        return read(0, [n, oc // (b * b), h * b + q // b, w * b + q % b])
     q = oc // c
     return read(0, [n, oc % c, h * b + q // b, w * b + q % b])
 
@@ -277,11 +328,13 @@ def _s2d_mapping(node):
     _, c, h, w = (int(d) for d in node.outputs[0].shape)
     if b == 1:
         return Mapping.O2O
-    return Mapping.REORG if h == 1 and w == 1 and c == b * b else Mapping.SHUFFLE
+    crd = node.attrs.get("mode") == "CRD"
+    return Mapping.REORG if h == 1 and w == 1 and (crd or c == b * b) else Mapping.SHUFFLE
 
 
 register(OpDef(
-    "SpaceToDepth", inputs=("input",), outputs=("output",), attrs={"blocksize": AttrSpec("int", 2)},
+    "SpaceToDepth", inputs=("input",), outputs=("output",),
+    attrs={"blocksize": AttrSpec("int", 2), "mode": AttrSpec("string", None)},   # mode: opset 28 (None = DCR)
     mapping=_s2d_mapping, infer=_s2d_infer, reference=_s2d_reference, lower=_s2d_lower, category="movement",
 ))
 
@@ -313,7 +366,7 @@ class _NpM:
 
 
 class _ExM:
-    f = staticmethod(lambda v: E.Const(float(v), "float32"))
+    f = staticmethod(lambda v: v if isinstance(v, E.Expr) else E.Const(float(v), "float32"))
     floor = staticmethod(lambda x: E.call("floor", x))
     ceil = staticmethod(lambda x: E.call("ceil", x))
     where = staticmethod(E.select)
@@ -347,50 +400,96 @@ def _upsample_normalize(node, graph, opset):
         attr_to_input(node, graph, "scales", 1, dtype=np.float32)
 
 
-def resize_plan(node):
-    """Per axis: (in_len, out_len, scale, roi_start, roi_end); scale 1 and in == out: untouched."""
+def _nonempty(a):
+    return None if a is None or np.asarray(a).size == 0 else a
+
+
+def _resize_slots(node):
+    return (1, None) if node.op == "Upsample" else (2, 3)
+
+
+def resize_runtime(node) -> bool:
+    """Scales and sizes are both unknown at compile time (given as tensors)."""
+    si, zi = _resize_slots(node)
+    return _nonempty(const_input(node, si)) is None and (zi is None or _nonempty(const_input(node, zi)) is None)
+
+
+def _resize_reads_params(node) -> bool:
+    """Does the index function read scales/sizes/roi at run time?"""
+    si, zi = _resize_slots(node)
+    ct = node.attrs.get("coordinate_transformation_mode")
+    roi_rt = node.op == "Resize" and node.input(1) is not None and const_input(node, 1) is None
+    if roi_rt and ct == "tf_crop_and_resize":
+        return True
+    if not resize_runtime(node):
+        return False
+    by_scales = node.input(si) is not None and node.inputs[si].size > 0
+    return by_scales or node.attrs.get("keep_aspect_ratio_policy", "stretch") != "stretch"
+
+
+def resize_plan(node, args=None, read=None):
+    """Per axis: (in_len, out_len, scale, roi_start, roi_end); scale 1 and in == out: untouched.
+    `args`: run-time arguments (reference). `read`: build run-time reads of
+    scales/sizes/roi (index function of a node whose output shape is static)."""
     x = node.inputs[0]
     r = x.rank
-    up = node.op == "Upsample"
-    si, zi = (1, None) if up else (2, 3)
-    scales = const_input(node, si)
-    sizes = const_input(node, zi) if zi is not None else None
-    if scales is not None and np.asarray(scales).size == 0:
-        scales = None
-    if sizes is not None and np.asarray(sizes).size == 0:
-        sizes = None
-    if scales is None and sizes is None:
-        which = node.input(si) if node.input(si) is not None else (node.input(zi) if zi else None)
-        raise ShapeError(f"{node.label()}: Resize needs constant scales or sizes"
-                         + (f" ('{which.name}' is computed at run time)" if which is not None else ""))
+    si, zi = _resize_slots(node)
+    if args is not None:
+        scales = _nonempty(args[si]) if len(args) > si else None
+        sizes = _nonempty(args[zi]) if zi is not None and len(args) > zi else None
+        roi = _nonempty(args[1]) if node.op == "Resize" and len(args) > 1 else None
+    else:
+        scales = _nonempty(const_input(node, si))
+        sizes = _nonempty(const_input(node, zi)) if zi is not None else None
+        roi = _nonempty(const_input(node, 1)) if node.op == "Resize" and node.input(1) is not None else None
     axes = node.attrs.get("axes") or list(range(r))
     axes = [norm_axis(a, r, node) for a in axes]
-    in_sp = [x.shape[a] for a in axes]
-    if not all(isinstance(d, int) for d in in_sp):
+    in_sp = [x.shape[a] for a in axes] if args is None else [args[0].shape[a] for a in axes]
+    if not all(isinstance(d, (int, np.integer)) for d in in_sp):
         raise ShapeError(f"{node.label()}: Resize needs static input dims, got {list(x.shape)}; bind them with --shape")
-    if sizes is not None:
+    policy = node.attrs.get("keep_aspect_ratio_policy", "stretch")
+    if scales is None and sizes is None:
+        if read is None or not node.outputs[0].is_static:
+            which = node.input(si) if node.input(si) is not None else (node.input(zi) if zi else None)
+            raise ShapeError(f"{node.label()}: Resize needs constant scales or sizes"
+                             + (f" ('{which.name}' is computed at run time)" if which is not None else ""))
+        # run time: output sizes are known from the (static) output shape
+        sz = [int(node.outputs[0].shape[a]) for a in axes]
+        if node.input(si) is not None and node.inputs[si].size > 0:
+            sc = [E.cast(read(si, [E.Const(j)]), "float32") for j in range(len(axes))]
+        elif policy == "stretch":
+            sc = [np.float32(o) / np.float32(i) for o, i in zip(sz, in_sp)]
+        else:
+            ratios = [E.cast(read(zi, [E.Const(j)]), "float32") / E.Const(float(i), "float32") for j, i in enumerate(in_sp)]
+            s_ = ratios[0]
+            for q in ratios[1:]:
+                s_ = E.binary("min" if policy == "not_larger" else "max", s_, q)
+            sc = [s_] * len(axes)
+    elif sizes is not None:
         sz = [int(v) for v in np.asarray(sizes).reshape(-1)]
-        policy = node.attrs.get("keep_aspect_ratio_policy", "stretch")
         sc = [np.float32(o) / np.float32(i) for o, i in zip(sz, in_sp)]
         if policy in ("not_larger", "not_smaller"):
-            s = min(sc) if policy == "not_larger" else max(sc)
-            sc = [np.float32(s)] * len(sc)
-            sz = [int(np.floor(i * s + 0.5)) for i in in_sp]
+            s_ = min(sc) if policy == "not_larger" else max(sc)
+            sc = [np.float32(s_)] * len(sc)
+            sz = [int(np.floor(i * s_ + 0.5)) for i in in_sp]
     else:
         sc = [np.float32(v) for v in np.asarray(scales).reshape(-1)]
-        sz = [int(np.floor(np.float32(i) * s)) for i, s in zip(in_sp, sc)]
+        sz = [int(np.floor(np.float32(i) * s_)) for i, s_ in zip(in_sp, sc)]
     if len(sc) != len(axes):
         raise ShapeError(f"{node.label()}: {len(sc)} scales/sizes for {len(axes)} axes")
-    roi = const_input(node, 1) if not up and node.input(1) is not None else None
-    if roi is None and not up and node.input(1) is not None and \
-            node.attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize":
-        raise ShapeError(f"{node.label()}: Resize roi must be a constant")
-    plan = [(d, d, np.float32(1), 0.0, 1.0) for d in x.shape]
+    roi_rt = node.op == "Resize" and args is None and node.input(1) is not None and roi is None
+    if roi_rt and node.attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize" and read is None:
+        roi_rt = "unknown"
+    shape = x.shape if args is None else args[0].shape
+    plan = [(d, d, np.float32(1), 0.0, 1.0) for d in shape]
     for j, a in enumerate(axes):
         rs, re_ = 0.0, 1.0
-        if roi is not None and np.asarray(roi).size:
+        if roi is not None:
             rv = np.asarray(roi, dtype=np.float32).reshape(-1)
             rs, re_ = float(rv[j]), float(rv[j + len(axes)])
+        elif roi_rt is True and read is not None:
+            rs = E.cast(read(1, [E.Const(j)]), "float32")
+            re_ = E.cast(read(1, [E.Const(j + len(axes))]), "float32")
         plan[a] = (in_sp[j], sz[j], sc[j], rs, re_)
     return plan
 
@@ -409,14 +508,14 @@ def _taps(M, o, in_len, out_len, scale, rs, re_, attrs):
     elif ct == "pytorch_half_pixel":
         x = (of + half) / sc - half if out_len > 1 else of * M.f(0)
     elif ct == "half_pixel_symmetric":
-        adj = M.f(np.float32(out_len) / (np.float32(scale) * np.float32(in_len)))
+        adj = M.f(out_len) / (sc * M.f(in_len))
         off = M.f(in_len / 2.0) * (M.f(1) - adj)
         x = off + (of + half) / sc - half
     elif ct == "tf_crop_and_resize":
         if out_len > 1:
-            x = M.f(rs * (in_len - 1)) + of * M.f((re_ - rs) * (in_len - 1) / (out_len - 1))
+            x = M.f(rs) * M.f(in_len - 1) + of * (M.f(re_) - M.f(rs)) * M.f((in_len - 1) / (out_len - 1))
         else:
-            x = of * M.f(0) + M.f(0.5 * (rs + re_) * (in_len - 1))
+            x = of * M.f(0) + M.f(0.5) * (M.f(rs) + M.f(re_)) * M.f(in_len - 1)
     elif ct == "half_pixel":
         x = (of + half) / sc - half
     else:
@@ -468,29 +567,36 @@ def _taps(M, o, in_len, out_len, scale, rs, re_, attrs):
     raise UnsupportedOpError(f"Resize mode '{mode}' is not supported")
 
 
-def _resize_attrs(node):
+def _resize_attrs(node, plan):
     a = dict(node.attrs)
     if node.op == "Upsample":
         a["coordinate_transformation_mode"] = "asymmetric"
         a["nearest_mode"] = "floor"
     if a.get("mode") == "bilinear":
         a["mode"] = "linear"
-    if a.get("antialias", 0) and any(s < 1 for _, _, s, _, _ in resize_plan(node)):
+    if a.get("antialias", 0) and any(o < i for i, o, _, _, _ in plan):
         raise UnsupportedOpError(f"{node.label()}: Resize with antialias=1 when downscaling is not supported")
     return a
 
 
 def _resize_infer(node):
     x = node.inputs[0]
+    y = node.outputs[0]
+    if node.attrs.get("antialias", 0) and node.attrs.get("mode", "nearest") != "nearest" and y.shape is not None \
+            and any(isinstance(o, int) and isinstance(i, int) and o < i for i, o in zip(x.shape, y.shape)):
+        raise UnsupportedOpError(f"{node.label()}: Resize with antialias=1 when downscaling is not supported")
+    if resize_runtime(node):
+        return [(x.dtype, open_dims(node, x.rank))]
     return [(x.dtype, tuple(p[1] if p[0] != p[1] or p[2] != 1 else d for p, d in zip(resize_plan(node), x.shape)))]
 
 
 def _resize_reference(node, a):
     x = a[0]
-    attrs = _resize_attrs(node)
+    plan = resize_plan(node, args=a)
+    attrs = _resize_attrs(node, plan)
     y = x.astype(np.float64) if attrs["mode"] != "nearest" else x
     outside_any = None
-    for ax, (n_in, n_out, sc, rs, re_) in enumerate(resize_plan(node)):
+    for ax, (n_in, n_out, sc, rs, re_) in enumerate(plan):
         if n_in == n_out and sc == 1 and attrs.get("coordinate_transformation_mode") != "tf_crop_and_resize":
             continue
         o = np.arange(n_out)
@@ -516,9 +622,10 @@ def _resize_reference(node, a):
 
 def _resize_lower(node, out, read, k=0):
     x = node.inputs[0]
-    attrs = _resize_attrs(node)
+    plan = resize_plan(node, read=read)
+    attrs = _resize_attrs(node, plan)
     per_axis, outside = [], None
-    for ax, (n_in, n_out, sc, rs, re_) in enumerate(resize_plan(node)):
+    for ax, (n_in, n_out, sc, rs, re_) in enumerate(plan):
         if n_in == n_out and sc == 1 and attrs.get("coordinate_transformation_mode") != "tf_crop_and_resize":
             per_axis.append([(out[ax], None)])
             continue
@@ -545,7 +652,13 @@ def _resize_lower(node, out, read, k=0):
 
 def _resize_mapping(node):
     attrs = dict(node.attrs)
-    plan = [p for p in resize_plan(node) if not (p[0] == p[1] and p[2] == 1)]
+    if _resize_reads_params(node):
+        return Mapping.O2M  # coordinates computed from run-time scales/roi
+    if resize_runtime(node):
+        x, y = node.inputs[0], node.outputs[0]
+        plan = [(int(i), int(o), None) for i, o in zip(x.shape, y.shape) if i != o]
+    else:
+        plan = [p for p in resize_plan(node) if not (p[0] == p[1] and p[2] == 1)]
     if not plan:
         return Mapping.O2O
     if attrs.get("mode", "nearest") == "nearest" and all(p[1] <= p[0] for p in plan):

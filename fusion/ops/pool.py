@@ -108,7 +108,8 @@ def _maxpool_reference(node, a):
     kernel, strides, dil, pb, pe, out_sp = pool_geometry(node)
     nsp = len(kernel)
     lo = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-    big = [pb[d] + (out_sp[d] - 1) * strides[d] + (kernel[d] - 1) * dil[d] + 1 for d in range(nsp)]
+    big = [max(pb[d] + (out_sp[d] - 1) * strides[d] + (kernel[d] - 1) * dil[d] + 1, pb[d] + x.shape[2 + d])
+           for d in range(nsp)]
     xp = np.full(x.shape[:2] + tuple(big), lo, dtype=x.dtype)
     xp[(slice(None), slice(None)) + tuple(slice(pb[d], pb[d] + x.shape[2 + d]) for d in range(nsp))] = x
     best = np.full(x.shape[:2] + tuple(out_sp), lo, dtype=x.dtype)

@@ -11,10 +11,16 @@ from fusion.ops.table import (Algebra, AttrSpec, Mapping, OpDef, const_input, no
 # ---------------------------------------------------------------------------
 # Reduce* family. Canonical form (opset 18): axes is an optional input.
 
-def reduce_axes(node) -> list[int]:
+def runtime_axes(node) -> bool:
+    """Axes given as a (non-empty) tensor computed at run time."""
+    v = node.input(1)
+    return v is not None and const_input(node, 1) is None and v.size > 0
+
+
+def reduce_axes(node, args=None) -> list[int]:
     x = node.inputs[0]
-    axes = const_input(node, 1)
-    if axes is None and node.input(1) is not None:
+    axes = const_input(node, 1) if args is None or len(args) < 2 else args[1]
+    if axes is None and runtime_axes(node):
         from fusion.errors import ShapeError
         raise ShapeError(f"{node.label()}: axes must be a constant")
     if axes is None or np.asarray(axes).size == 0:
@@ -36,6 +42,9 @@ def _reduce_normalize(node, graph, opset, since_input: int):
 
 def _reduce_shape(node):
     x = node.inputs[0]
+    if runtime_axes(node):
+        from fusion.ops.table import open_dims
+        return open_dims(node, x.rank if node.attrs["keepdims"] else x.rank - node.inputs[1].size)
     axes = reduce_axes(node)
     keep = node.attrs["keepdims"]
     out = []
@@ -65,10 +74,10 @@ _REDUCE = {
 
 def _np_reduce(name, a, axes, keep):
     ax = tuple(axes)
-    if name == "ReduceMax":
-        return np.max(a, axis=ax, keepdims=keep) if a.size else np.full(_shape_after(a.shape, ax, keep), -np.inf if a.dtype.kind == "f" else np.iinfo(a.dtype).min, a.dtype)
-    if name == "ReduceMin":
-        return np.min(a, axis=ax, keepdims=keep) if a.size else np.full(_shape_after(a.shape, ax, keep), np.inf if a.dtype.kind == "f" else np.iinfo(a.dtype).max, a.dtype)
+    if name in ("ReduceMax", "ReduceMin"):
+        if a.size:
+            return (np.max if name == "ReduceMax" else np.min)(a, axis=ax, keepdims=keep)
+        return np.full(_shape_after(a.shape, ax, keep), _extreme(a.dtype, name == "ReduceMax"), a.dtype)
     if name == "ReduceLogSumExp":
         m = np.max(a, axis=ax, keepdims=True) if a.size else np.zeros(_shape_after(a.shape, ax, True), a.dtype)
         m = np.where(np.isfinite(m), m, 0)
@@ -77,15 +86,116 @@ def _np_reduce(name, a, axes, keep):
     return _REDUCE[name][1](a, ax, keep)
 
 
+def _lower_runtime_axes(name, node, out, read):
+    """Axes read at run time: reduce over the whole input, keeping the elements
+    whose non-reduced coordinates match this output position."""
+    op, _, pre, post, _ = _REDUCE[name]
+    x = node.inputs[0]
+    r = x.rank
+    n_axes = int(node.inputs[1].size)
+    keep = node.attrs["keepdims"]
+    axv = []
+    for j in range(n_axes):
+        a = E.cast(read(1, [E.Const(j)]), "int64")
+        axv.append(E.select(E.binary("lt", a, 0), a + r, a))
+    red = []
+    for d in range(r):
+        c = E.Const(False)
+        for a in axv:
+            c = E.binary("or", c, E.binary("eq", a, d))
+        red.append(c)
+    # output coordinate of input dim d
+    where = []
+    for d in range(r):
+        if keep:
+            where.append(out[d])
+            continue
+        before = E.Const(0)
+        for e in range(d):
+            before = before + E.select(red[e], E.Const(1), E.Const(0))
+        pos = d - before
+        v = out[min(d, len(out) - 1)] if out else E.Const(0)
+        for p_ in range(min(d, len(out) - 1) - 1, -1, -1):
+            v = E.select(E.binary("eq", pos, p_), out[p_], v)
+        where.append(v)
+    ext = [int(s) for s in x.shape]
+
+    def match(rv):
+        c = E.Const(True)
+        for d in range(r):
+            c = E.binary("and", c, E.binary("or", red[d], E.binary("eq", rv[d], where[d])))
+        return c
+
+    dt = "bool" if x.dtype == np.bool_ else x.dtype.name
+    isf = dt.startswith("float")
+
+    def val(rv):
+        v = read(0, list(rv))
+        if pre == "square":
+            return v * v
+        if pre == "abs":
+            return E.call("abs", v) if isf else E.select(E.binary("lt", v, 0), -v, v)
+        return v
+
+    def neutral(kind):
+        if kind in ("sum",):
+            return E.Const(0, dt)
+        if kind == "prod":
+            return E.Const(1, dt)
+        return E.Const(_extreme(dt, kind == "max"), dt)
+
+    if name == "ReduceLogSumExp":
+        mx = E.reduce("max", ext, lambda rv: E.select(match(rv), val(rv), neutral("max")))
+        mx = E.select(E.call("isinf", mx, dtype="bool"), E.Const(0.0, dt), mx)
+        s_ = E.reduce("sum", ext, lambda rv: E.select(match(rv), E.call("exp", val(rv) - mx), neutral("sum")))
+        return E.call("log", s_) + mx
+    acc = E.reduce(op, ext, lambda rv: E.select(match(rv), val(rv), neutral(op)))
+    if post == "mean":
+        cnt = E.Const(1)
+        for d in range(r):
+            cnt = cnt * E.select(red[d], E.Const(ext[d]), E.Const(1))
+        acc = acc / E.cast(cnt, dt) if isf else acc // cnt
+    elif post == "sqrt":
+        acc = E.call("sqrt", acc)
+    elif post == "log":
+        acc = E.call("log", acc)
+    return acc
+
+
+def _extreme(dtype, lowest: bool):
+    """The identity of max (lowest value) or min (highest value) for a dtype."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return not lowest
+    if dtype.kind == "f":
+        return -np.inf if lowest else np.inf
+    info = np.iinfo(dtype)
+    return int(info.min if lowest else info.max)
+
+
 def _shape_after(shape, ax, keep):
     return tuple(1 if i in ax else d for i, d in enumerate(shape) if keep or i not in ax)
+
+
+def _reduce_mapping(node) -> Mapping:
+    # Many-to-Many, unless nothing is reduced: no axes (noop), or an empty input.
+    # (Reducing axes of size 1 stays Many-to-Many by declaration: an anchor.)
+    x = node.inputs[0]
+    try:
+        if int(prod(x.shape)) == 0:
+            return Mapping.O2O
+        if runtime_axes(node):
+            return Mapping.M2M
+        return Mapping.M2M if reduce_axes(node) else Mapping.O2O
+    except TypeError:  # symbolic dims
+        return Mapping.M2M
 
 
 def _make_reduce(name):
     op, _, pre, post, fpe = _REDUCE[name]
 
     def reference(node, a):
-        axes = reduce_axes(node)
+        axes = reduce_axes(node, a)
         x = a[0]
         if not axes:
             y = x.copy()
@@ -100,6 +210,8 @@ def _make_reduce(name):
 
     def lower(node, out, read, k=0):
         x = node.inputs[0]
+        if runtime_axes(node):
+            return _lower_runtime_axes(name, node, out, read)
         axes = reduce_axes(node)
         keep = node.attrs["keepdims"]
         # Map output index to the kept input axes.
@@ -154,7 +266,7 @@ def _make_reduce(name):
     register(OpDef(
         name, inputs=("data", "axes?"), outputs=("reduced",),
         attrs={"keepdims": AttrSpec("int", 1), "noop_with_empty_axes": AttrSpec("int", 0)},
-        mapping=Mapping.M2M, infer=lambda node: [(node.inputs[0].dtype, _reduce_shape(node))],
+        mapping=_reduce_mapping, infer=lambda node: [(node.inputs[0].dtype, _reduce_shape(node))],
         reference=reference, lower=lower, normalize=normalize, export_opset=18,
         flops=lambda node, f=fpe: f * int(prod(node.inputs[0].shape)),
         category="reduce",

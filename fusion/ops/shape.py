@@ -82,7 +82,9 @@ def reshape_target(in_shape, spec, allowzero: int, node=None) -> tuple:
 
 def _reshape_infer(node):
     x = node.inputs[0]
-    spec = shape_spec(node, 1, "shape")
+    spec = symbolic_value(node.input(1))
+    if spec is None:
+        return [(x.dtype, open_dims(node, node.inputs[1].shape[0]))]
     return [(x.dtype, reshape_target(x.shape, spec, node.attrs.get("allowzero", 0), node))]
 
 
@@ -198,7 +200,7 @@ register(OpDef(
 # ---------------------------------------------------------------------------
 # Flatten, Squeeze, Unsqueeze: Reorganize (same elements, same order, new shape)
 
-from fusion.ops.table import attr_to_input, const_input, same_shape_or  # noqa: E402
+from fusion.ops.table import attr_to_input, const_input, empty_outputs, open_dims, vec  # noqa: E402
 
 
 def _flatten_infer(node):
@@ -243,6 +245,8 @@ def _squeeze_axes(node):
 
 def _squeeze_infer(node):
     x = node.inputs[0]
+    if node.input(1) is not None and const_input(node, 1) is None:
+        return [(x.dtype, open_dims(node, x.rank - int(node.inputs[1].size)))]
     axes = _squeeze_axes(node)
     return [(x.dtype, tuple(d for i, d in enumerate(x.shape) if i not in axes))]
 
@@ -251,7 +255,7 @@ def _unsqueeze_infer(node):
     x = node.inputs[0]
     a = const_input(node, 1)
     if a is None:
-        raise ShapeError(f"{node.label()}: Unsqueeze needs constant axes")
+        return [(x.dtype, open_dims(node, x.rank + int(node.inputs[1].size)))]
     r = x.rank + int(np.asarray(a).size)
     axes = sorted({norm_axis(int(v), r, node) for v in np.asarray(a).reshape(-1)})
     if len(axes) != np.asarray(a).size:
@@ -268,11 +272,26 @@ def _axes_attr_to_input(since):
     return normalize
 
 
-for _name, _infer in (("Squeeze", _squeeze_infer), ("Unsqueeze", _unsqueeze_infer)):
+def _squeeze_reference(node, a):
+    x = a[0]
+    if len(a) < 2 or a[1] is None:
+        return [np.squeeze(x)]
+    return [np.squeeze(x, axis=tuple(norm_axis(v, x.ndim, node) for v in vec(a[1])))]
+
+
+def _unsqueeze_reference(node, a):
+    x = a[0]
+    axes = vec(a[1])
+    r = x.ndim + len(axes)
+    return [np.expand_dims(x, tuple(norm_axis(v, r, node) for v in axes))]
+
+
+for _name, _infer, _ref in (("Squeeze", _squeeze_infer, _squeeze_reference),
+                            ("Unsqueeze", _unsqueeze_infer, _unsqueeze_reference)):
     register(OpDef(
         _name, inputs=("data", "axes?" if _name == "Squeeze" else "axes"), outputs=("squeezed" if _name == "Squeeze" else "expanded",),
         mapping=same_shape_or(Mapping.REORG), infer=_infer,
-        reference=lambda node, a: [np.reshape(a[0], node.outputs[0].shape)],
+        reference=_ref,
         lower=reorganize_lower, normalize=_axes_attr_to_input(13), export_opset=13, category="shape",
     ))
 
@@ -343,17 +362,26 @@ def _slice_normalize(node, graph, opset):
         attr_to_input(node, graph, "axes", 3)
 
 
-def slice_geometry(node, shape=None):
-    """Per input axis: (start, step, count) after ONNX's clamping rules; `shape`:
-    the run-time shape (when the graph's shape has open dims)."""
+def _slice_runtime(node) -> bool:
+    return any(node.input(i) is not None and const_input(node, i) is None for i in range(1, 5))
+
+
+def slice_geometry(node, shape=None, args=None):
+    """Per input axis: (start, step, count) after ONNX's clamping rules; `shape`
+    and `args`: the run-time shape and arguments (open dims, computed starts...)."""
     x = node.inputs[0]
     in_shape = tuple(shape) if shape is not None else tuple(x.shape)
-    starts = require_const(node, 1, "starts").reshape(-1)
-    ends = require_const(node, 2, "ends").reshape(-1)
-    axes = const_input(node, 3)
-    steps = const_input(node, 4)
-    if node.input(3) is not None and axes is None or node.input(4) is not None and steps is None:
-        raise ShapeError(f"{node.label()}: axes and steps of Slice must be constants")
+    if args is not None:
+        starts, ends = np.asarray(args[1]).reshape(-1), np.asarray(args[2]).reshape(-1)
+        axes = args[3] if len(args) > 3 else None
+        steps = args[4] if len(args) > 4 else None
+    else:
+        starts = require_const(node, 1, "starts").reshape(-1)
+        ends = require_const(node, 2, "ends").reshape(-1)
+        axes = const_input(node, 3)
+        steps = const_input(node, 4)
+        if node.input(3) is not None and axes is None or node.input(4) is not None and steps is None:
+            raise ShapeError(f"{node.label()}: axes and steps of Slice must be constants")
     axes = list(range(len(starts))) if axes is None else [norm_axis(int(a), x.rank, node) for a in np.asarray(axes).reshape(-1)]
     steps = [1] * len(starts) if steps is None else [int(s) for s in np.asarray(steps).reshape(-1)]
     if not (len(starts) == len(ends) == len(axes) == len(steps)):
@@ -378,7 +406,51 @@ def slice_geometry(node, shape=None):
     return geo
 
 
+def _slice_lower_runtime(node, out, read):
+    """Starts/steps (and axes) read at run time: per axis, the clamped start
+    and the step as expressions (the output shape is known)."""
+    x = node.inputs[0]
+    n = int(node.inputs[1].shape[0])
+    const_axes = const_input(node, 3)
+    idx = []
+    for d, o in enumerate(out):
+        dim = int(x.shape[d])
+        start, step = E.Const(0), E.Const(1)
+        for j in range(n - 1, -1, -1):
+            sj = E.cast(read(1, [E.Const(j)]), "int64")
+            stj = E.cast(read(4, [E.Const(j)]), "int64") if node.input(4) is not None else E.Const(1)
+            if node.input(3) is None:
+                hit = E.Const(j == d)
+            elif const_axes is not None:
+                hit = E.Const(norm_axis(vec(const_axes)[j], x.rank, node) == d)
+            else:
+                aj = E.cast(read(3, [E.Const(j)]), "int64")
+                hit = E.binary("eq", E.select(E.binary("lt", aj, 0), aj + x.rank, aj), d)
+            start, step = E.select(hit, sj, start), E.select(hit, stj, step)
+        s0 = E.select(E.binary("lt", start, 0), start + dim, start)
+        hi = E.select(E.binary("lt", step, 0), E.Const(dim - 1), E.Const(dim))
+        s0 = E.binary("min", E.binary("max", s0, 0), hi)
+        idx.append(s0 + o * step)
+    return read(0, idx)
+
+
+def _slice_lower(node, out, read, k=0):
+    if _slice_runtime(node):
+        return _slice_lower_runtime(node, out, read)
+    return read(0, [o * st + s for o, (s, st, _) in zip(out, slice_geometry(node))])
+
+
+def _slice_infer(node):
+    if _slice_runtime(node):
+        return [(node.inputs[0].dtype, open_dims(node, node.inputs[0].rank))]
+    return [(node.inputs[0].dtype, tuple(c for _, _, c in slice_geometry(node)))]
+
+
 def _slice_mapping(node):
+    if empty_outputs(node):
+        return Mapping.O2O
+    if _slice_runtime(node):
+        return Mapping.O2M  # positions computed from run-time starts/steps
     if not node.outputs[0].is_static:
         return Mapping.O2O
     geo = slice_geometry(node)
@@ -390,7 +462,7 @@ def _slice_mapping(node):
 
 
 def _slice_reference(node, a):
-    geo = slice_geometry(node, a[0].shape)
+    geo = slice_geometry(node, a[0].shape, a if _slice_runtime(node) else None)
     sl = tuple(slice(s, s + st * c if s + st * c >= 0 else None, st) if c else slice(0, 0) for s, st, c in geo)
     return [np.ascontiguousarray(a[0][sl])]
 
@@ -398,9 +470,7 @@ def _slice_reference(node, a):
 register(OpDef(
     "Slice", inputs=("data", "starts", "ends", "axes?", "steps?"), outputs=("output",),
     mapping=_slice_mapping,
-    infer=lambda node: [(node.inputs[0].dtype, tuple(c for _, _, c in slice_geometry(node)))],
-    reference=_slice_reference,
-    lower=lambda node, out, read, k=0: read(0, [o * st + s for o, (s, st, _) in zip(out, slice_geometry(node))]),
+    infer=_slice_infer, reference=_slice_reference, lower=_slice_lower,
     normalize=_slice_normalize, export_opset=10, category="shape",
 ))
 
@@ -412,16 +482,23 @@ def _split_normalize(node, graph, opset):
     if opset < 13:
         attr_to_input(node, graph, "split", 1)
     if node.input(1) is None and not node.attrs.get("num_outputs"):
-        # equal parts: say how many, as opset 18 requires (same meaning: they divide evenly)
-        node.attrs["num_outputs"] = len(node.outputs)
+        # equal parts: say how many, as opset 18 requires (same meaning when they divide evenly)
+        x = node.inputs[0]
+        ax = int(node.attrs.get("axis", 0))
+        d = x.shape[ax] if x.shape is not None and -x.rank <= ax < x.rank else None
+        if isinstance(d, int) and d % len(node.outputs) == 0:
+            node.attrs["num_outputs"] = len(node.outputs)
 
 
-def split_sizes(node) -> list[int]:
+def split_sizes(node, args=None) -> list[int]:
+    """Sizes of the parts; `args`: the run-time arguments (split given as a tensor)."""
     x = node.inputs[0]
     ax = norm_axis(node.attrs["axis"], x.rank, node)
     d = x.shape[ax]
     n = len(node.outputs)
-    sp = const_input(node, 1)
+    sp = const_input(node, 1) if args is None else (args[1] if len(args) > 1 else None)
+    if args is not None:
+        d = args[0].shape[ax]
     if sp is not None:
         sizes = [int(s) for s in np.asarray(sp).reshape(-1)]
         if isinstance(d, int) and sum(sizes) != d:
@@ -445,6 +522,13 @@ def split_sizes(node) -> list[int]:
 def _split_infer(node):
     x = node.inputs[0]
     ax = norm_axis(node.attrs["axis"], x.rank, node)
+    if node.input(1) is not None and const_input(node, 1) is None:
+        out = []
+        for k in range(len(node.outputs)):
+            sh = list(x.shape)
+            sh[ax] = open_dims(node, 1, f"part{k}_")[0]
+            out.append((x.dtype, tuple(sh)))
+        return out
     out = []
     for s in split_sizes(node)[:len(node.outputs)]:
         sh = list(x.shape)
@@ -455,14 +539,20 @@ def _split_infer(node):
 
 def _split_reference(node, a):
     ax = norm_axis(node.attrs["axis"], a[0].ndim, node)
-    offs = np.cumsum([0] + split_sizes(node))
+    offs = np.cumsum([0] + split_sizes(node, a))
     return [np.ascontiguousarray(np.take(a[0], np.arange(offs[i], offs[i + 1]), axis=ax))
             for i in range(len(node.outputs))]
 
 
 def _split_lower(node, out, read, k=0):
     ax = norm_axis(node.attrs["axis"], node.inputs[0].rank, node)
-    off = sum(split_sizes(node)[:k])
+    if node.input(1) is not None and const_input(node, 1) is None:
+        # sizes known only at run time: the offset is read
+        off = E.Const(0)
+        for j in range(k):
+            off = off + E.cast(read(1, [E.Const(j)]), "int64")
+    else:
+        off = sum(split_sizes(node)[:k])
     idx = list(out)
     idx[ax] = idx[ax] + off
     return read(0, idx)
@@ -471,7 +561,9 @@ def _split_lower(node, out, read, k=0):
 register(OpDef(
     "Split", inputs=("input", "split?"), outputs=("outputs*",),
     attrs={"axis": AttrSpec("int", 0), "num_outputs": AttrSpec("int", None)},
-    mapping=Mapping.O2O, infer=_split_infer, reference=_split_reference, lower=_split_lower,
+    mapping=lambda node: Mapping.O2M if node.input(1) is not None and const_input(node, 1) is None
+    and any(v.size > 0 for v in node.outputs[1:]) else Mapping.O2O,   # run-time sizes: data-dependent offsets
+    infer=_split_infer, reference=_split_reference, lower=_split_lower,
     normalize=_split_normalize, export_opset=18, category="shape",
 ))
 
@@ -485,7 +577,10 @@ def _cos_value(node) -> np.ndarray:
 
 
 def _cos_shape(node):
-    dims = tuple(shape_spec(node, 0, "shape"))
+    spec = symbolic_value(node.inputs[0])
+    if spec is None:
+        return open_dims(node, node.inputs[0].shape[0] if node.inputs[0].rank else 0)
+    dims = tuple(spec)
     if any(isinstance(d, int) and d < 0 for d in dims):
         raise ShapeError(f"{node.label()}: negative dimension in shape {list(dims)}")
     return dims

@@ -244,9 +244,30 @@ def same_shape_or(mapping: Mapping):
     (a Reshape/Squeeze/Flatten that changes nothing is a plain copy)."""
     def f(node):
         x, y = node.inputs[0], node.outputs[0]
-        return Mapping.O2O if tuple(x.shape) == tuple(y.shape) else mapping
+        return Mapping.O2O if tuple(x.shape) == tuple(y.shape) or empty_outputs(node) else mapping
     return f
+
+
+def empty_outputs(node) -> bool:
+    """Every output has no elements: nothing is read, a (trivial) One-to-One."""
+    try:
+        return all(int(prod(v.shape)) == 0 for v in node.outputs)
+    except TypeError:   # symbolic sizes
+        return False
 
 
 def static_ints(shape) -> list[int]:
     return [int(d) for d in shape]
+
+
+def open_dims(node, rank: int, what: str = "d") -> tuple:
+    """Symbolic dims for an output whose shape depends on run-time values (a
+    shape-like input that is not a constant): the interpreter computes it; the
+    node stays static when onnx's own inference already knew the shape."""
+    import sympy
+    return tuple(sympy.Symbol(f"{node.name}_{what}{i}", integer=True, nonnegative=True) for i in range(int(rank)))
+
+
+def vec(a) -> list[int]:
+    """A small integer tensor (run-time argument) as a list of ints."""
+    return [int(v) for v in np.asarray(a).reshape(-1)]

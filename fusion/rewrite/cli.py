@@ -100,6 +100,8 @@ def _print_report(args, rep, check) -> None:
             print(f"  first pass that differs: {check.first_bad}" + (f"; {check.culprit}" if check.culprit else ""))
             bad = next(s for s in check.steps if not s.ok)
             print("  " + bad.detail.replace("\n", "\n  "))
+            if check.noise:
+                print(f"  note: {check.noise}")
     if args.output:
         print(f"wrote    {args.output}")
 

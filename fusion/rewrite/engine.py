@@ -7,7 +7,7 @@ A match is worth applying only if it improves (FLOPs saved, then fewer
 nodes, then fewer intermediate bytes) - so no two rules can undo each other
 forever. The best match over the whole graph is applied first; matches sit in
 a heap, and after an edit only the nodes around it (new nodes and up to
-`depth` consumers downstream of every touched value) are matched again.
+(pattern depth) consumers downstream of every touched value) are matched again.
 """
 from __future__ import annotations
 
@@ -70,16 +70,21 @@ class Engine:
                 r = assoc[op] = alg is not None and alg.associative and (alg.float_exact or not strict_fp)
             return r
         self.matcher = Matcher(_algebra, assoc_ok)
+        # A change can complete a match rooted up to a pattern's depth downstream.
+        self.depths = {id(r): _depth(r.pattern) for r in self.rules}
+        self.depth = max(list(self.depths.values()) + [1])
         # Cheap pre-check per rule: op types that must feed the root.
         self.needs = {id(r): needed_ops(r.pattern, _ac(r.root_op) and assoc_ok(r.root_op)) for r in self.rules}
 
     # ------------------------------------------------------------------
-    def best_at(self, node, graph) -> Candidate | None:
+    def best_at(self, node, graph, dist: int = 0) -> Candidate | None:
+        """Best match at `node`; `dist`: the nearest change is that far upstream,
+        so only rules deeper than that can have a new match here."""
         best = None
         dk = node.outputs[0].dtype.kind if node.outputs and node.outputs[0].dtype is not None else "?"
         have = None
         for rule in self.by_op.get(node.op, ()):
-            if dk not in rule.dtypes:
+            if dk not in rule.dtypes or self.depths[id(rule)] <= dist:
                 continue
             need = self.needs[id(rule)]
             if need:
@@ -135,16 +140,15 @@ class Engine:
         version: dict = {}
         heap: list = []
 
-        def visit(n):
-            if n.graph is not graph:
+        def visit(n, dist=0):
+            if n.graph is not graph or n.op not in self.by_op:
                 return
-            version[n] = version.get(n, 0) + 1
-            if n.op not in self.by_op:
-                return
-            c = self.best_at(n, graph)
+            c = self.best_at(n, graph, dist)
             if c is not None:
-                heapq.heappush(heap, (tuple(-g for g in c.gain), next(seq), version[n], n))
+                # Entries of a node stay valid until it is popped (then it is matched in full).
+                heapq.heappush(heap, (tuple(-g for g in c.gain), next(seq), version.setdefault(n, 0), n))
 
+        graph._rw_no_subgraphs = not any(n.subgraphs() for n in graph.nodes)
         for n in list(graph.nodes):
             visit(n)
         steps = 0
@@ -160,8 +164,9 @@ class Engine:
                 continue
             touched = self.apply(c, graph)
             steps += 1
-            for m in _around(touched, depth=4):
-                visit(m)
+            for m, d in _around(touched, depth=self.depth):
+                visit(m, d)
+        graph._rw_no_subgraphs = False
         return self.fired
 
     def apply(self, c: Candidate, graph) -> list:
@@ -194,7 +199,11 @@ def replace_value(graph, old, new) -> None:
     interface): `new` takes the name, or, when `new` is an input, a constant
     or another output, an Identity produces `old` from `new`."""
     if old not in graph.outputs:
-        graph.replace_uses(old, new)
+        if getattr(graph, "_rw_no_subgraphs", False):
+            for n, i in list(old.uses):   # no If/Loop bodies to look into: skip the scan
+                graph.set_input(n, i, new)
+        else:
+            graph.replace_uses(old, new)
         return
     for n, i in list(old.uses):
         graph.set_input(n, i, new)
@@ -216,6 +225,13 @@ def replace_value(graph, old, new) -> None:
     tmp.producer = p
     old.producer = None
     graph.add_node("Identity", [new], outputs=[old], before=p)
+
+
+def _depth(p) -> int:
+    from fusion.rewrite.pattern import PNode
+    if not isinstance(p, PNode):
+        return 0
+    return 1 + max([_depth(a) for a in p.args] + [0])
 
 
 def _feeding_ops(node) -> set:
@@ -259,15 +275,16 @@ def _dying(nodes, root, graph):
 
 
 def _around(nodes, depth: int):
+    """(node, distance) for nodes up to `depth` consumers downstream."""
     out, seen = [], set()
     frontier = list(nodes)
-    for _ in range(depth + 1):
+    for d in range(depth + 1):
         nxt = []
         for n in frontier:
             if id(n) in seen:
                 continue
             seen.add(id(n))
-            out.append(n)
+            out.append((n, d))
             for v in n.outputs:
                 nxt.extend(u for u, _ in v.uses)
         frontier = nxt

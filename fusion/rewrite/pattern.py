@@ -127,21 +127,40 @@ class Match:
         return self.binds.get(k, d)
 
 
+_UNIFORM: dict = {}
+
+
+def uniform_value(c: np.ndarray):
+    """The one value every element of constant `c` has, else None (cached:
+    constants are never mutated)."""
+    hit = _UNIFORM.get(id(c))
+    if hit is not None and hit[0] is c:
+        return hit[1]
+    u = None
+    if c.size and c.dtype.kind in "fiub":
+        flat = c.reshape(-1)
+        if c.size == 1 or bool(np.all(flat == flat[0])):
+            u = float(flat[0])
+    if len(_UNIFORM) > 4096:
+        _UNIFORM.clear()
+    _UNIFORM[id(c)] = (c, u)
+    return u
+
+
 def literal_matches(v: Value | None, lit: float) -> bool:
+    """A constant whose every element is `lit` (relative tolerance LITERAL_RTOL:
+    exporters print sqrt(2) with fewer digits)."""
     if v is None:
         return False
     c = v.value
-    if c is None or c.size == 0 or c.size > 64 or c.dtype.kind not in "fiub":
+    if c is None or c.size == 0 or c.size > 1 << 16:
         return False
-    if c.size == 1:
-        x = float(c.reshape(-1)[0])
-        if lit == 0 or np.isinf(lit):
-            return x == lit
-        return abs(x - lit) <= LITERAL_RTOL * abs(lit)
-    c = c.astype(np.float64)
-    if np.isinf(lit):
-        return bool(np.all(c == lit))
-    return bool(np.allclose(c, lit, rtol=LITERAL_RTOL, atol=1e-12 if lit == 0 else 0.0))
+    x = uniform_value(c)
+    if x is None:
+        return False
+    if lit == 0 or np.isinf(lit) or x != x:
+        return x == lit
+    return abs(x - lit) <= LITERAL_RTOL * abs(lit)
 
 
 class Matcher:

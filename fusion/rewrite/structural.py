@@ -18,6 +18,10 @@ from fusion.rewrite.engine import replace_value
 GROW_LIMIT = 4096
 
 
+# Same elements in the same row-major order, only the shape changes.
+RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+
+
 def _static(v: Value) -> bool:
     return v.shape is not None and all(isinstance(d, int) for d in v.shape)
 
@@ -43,12 +47,19 @@ def _to_const(g: Graph, n, arrays) -> bool:
     outs = list(n.outputs)
     if any(v in g.outputs for v in outs):
         return False   # keep the model's outputs computed (an all-constant output stays as is)
+    fixed = []
     for v, a in zip(outs, arrays):
-        if not v.uses:
-            continue
         a = np.asarray(a)
         if v.dtype is not None and a.dtype != v.dtype:
             a = a.astype(v.dtype)
+        if v.shape is not None and _static(v) and tuple(a.shape) != tuple(v.shape):
+            if a.size != int(np.prod(v.shape)):
+                return False   # the computed value disagrees with the declared type: leave it
+            a = a.reshape(v.shape)
+        fixed.append(a)
+    for v, a in zip(outs, fixed):
+        if not v.uses:
+            continue
         c = g.const(a, name=v.name + "_c")
         g.replace_uses(v, c)
     g.remove_node(n)
@@ -129,7 +140,8 @@ def _is_noop(n) -> Value | None:
     if op == "Concat":
         return x if len([v for v in n.inputs if v is not None]) == 1 else None
     mapping = n.opdef.mapping_of(n) if n.opdef is not None else None
-    if mapping == Mapping.REORG or op in ("Expand", "Tile", "Pad"):
+    # Reshaping ops report One-to-One when the shape does not change: name them.
+    if mapping == Mapping.REORG or op in RESHAPES or op in ("Expand", "Tile", "Pad"):
         # Same shape, same row-major order (Reshape, Flatten, Squeeze, Unsqueeze),
         # or nothing to broadcast / repeat / pad.
         if op == "Pad":
@@ -189,12 +201,13 @@ def merge_reorganize(g: Graph) -> int:
 
 def _reorg(n) -> bool:
     od = n.opdef
-    return od is not None and od.lower is not None and od.mapping_of(n) == Mapping.REORG and n.input(0) is not None
+    return (od is not None and od.lower is not None and n.input(0) is not None
+            and (n.op in RESHAPES or od.mapping_of(n) == Mapping.REORG))
 
 
 def _const_key(v: Value):
     c = v.const
-    if c.size > 1 << 16 or c.dtype == object:
+    if c.size > 4096 or c.dtype == object:   # weights: hashing them costs more than it finds
         return ("v", id(v))
     return ("c", c.dtype.str, c.shape, hashlib.sha1(np.ascontiguousarray(c).tobytes()).hexdigest())
 

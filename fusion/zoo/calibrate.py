@@ -53,6 +53,40 @@ def _depths(model: onnx.ModelProto) -> dict[int, int]:
     return nd
 
 
+def _reads(n: onnx.NodeProto) -> set[str]:
+    """Every value a node reads, including outer-scope names used inside its subgraphs."""
+    names = {x for x in n.input if x}
+    for a in n.attribute:
+        for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            for m in g.node:
+                names |= _reads(m)
+    return names
+
+
+def _prefix(model: onnx.ModelProto, outs: list[str]) -> onnx.ModelProto:
+    """The part of the model that computes `outs`: later layers, uncalibrated, may not even
+    run (an R-CNN whose proposals all vanish), and need not."""
+    g = model.graph
+    producer = {o: i for i, n in enumerate(g.node) for o in n.output}
+    need, stack, keep = set(), list(outs), set()
+    while stack:
+        v = stack.pop()
+        if v in need:
+            continue
+        need.add(v)
+        i = producer.get(v)
+        if i is not None and i not in keep:
+            keep.add(i)
+            stack.extend(_reads(g.node[i]))
+    graph = onnx.helper.make_graph(
+        [g.node[i] for i in sorted(keep)], g.name,
+        [x for x in g.input if x.name in need],
+        [onnx.helper.make_empty_tensor_value_info(o) for o in outs],
+        [t for t in g.initializer if t.name in need])
+    probe = onnx.helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    return probe
+
+
 def _target(role: str) -> float:
     for k in ("head", "residual"):
         if f"({k})" in role:
@@ -79,11 +113,8 @@ def calibrate(stored: onnx.ModelProto, zoo_name: str, feeds: dict, *, log=None) 
     so.log_severity_level = 3
     for d in sorted(groups):
         ws = groups[d]
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        del probe.graph.output[:]
         outs = sorted({n.output[0] for w in ws for n in uses[w]})
-        probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in outs)
+        probe = _prefix(model, outs)
         sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
         want = {i.name for i in sess.get_inputs()}
         vals = dict(zip(outs, sess.run(outs, {k: v for k, v in feeds.items() if k in want})))

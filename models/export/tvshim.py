@@ -71,8 +71,11 @@ def _nms(dets: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 
 
 def _roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    from torchvision.ops.roi_align import _roi_align
-    return _roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+    import importlib
+    mod = importlib.import_module("torchvision.ops.roi_align")
+    # torchvision wraps its pure-torch version in a lazy torch.compile, which tracing refuses.
+    fn = getattr(mod._roi_align, "__wrapped__", mod._roi_align)
+    return fn(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
 
 
 def install() -> None:
@@ -92,8 +95,13 @@ def install() -> None:
     _lib.impl("nms", _nms, "CPU")
     _lib.impl("roi_align", _roi_align, "CPU")
     # torchvision checks a flag set when its _C library loaded; ours stands in for it.
+    import sys
+    from tvshim_flag import _has_ops
     import torchvision.extension
-    torchvision.extension._has_ops = lambda: True
+    original = torchvision.extension._has_ops
+    for mod in list(sys.modules.values()):
+        if getattr(mod, "__name__", "").startswith("torchvision") and getattr(mod, "_has_ops", None) is original:
+            mod._has_ops = _has_ops
 
 
 install()

@@ -23,18 +23,22 @@ from fusion.codegen.kernels.harness import Harness, flat, offset
 from fusion.targets import host
 
 
-def _time_pair(ours, theirs, reps: int, budget_s: float = 3.0) -> tuple[list[float], list[float]]:
-    """Alternate single runs of ours (seconds measured in C) and theirs (wall clock), after a warm-up
-    of each, so both see the same machine load."""
-    ours(1)
+def _time_pair(ours, theirs, reps: int, cpu: bool = False, budget_s: float = 3.0) -> tuple[list[float], list[float]]:
+    """Alternate single runs of ours and theirs after a warm-up of each, so both see the same machine
+    load. Wall clock (ours timed in C), or with cpu=True the calling thread's CPU time (single-threaded
+    runs only: both execute on the calling thread, and time spent descheduled by other load is left out)."""
+    def once(fn):
+        t0 = time.thread_time() if cpu else time.perf_counter()
+        fn()
+        return (time.thread_time() if cpu else time.perf_counter()) - t0
+    ours_once = (lambda: once(lambda: ours(1))) if cpu else (lambda: ours(1)[0])
+    ours_once()
     theirs()
     a, b = [], []
     t_end = time.perf_counter() + budget_s
     for i in range(reps):
-        a.extend(ours(1))
-        t = time.perf_counter()
-        theirs()
-        b.append(time.perf_counter() - t)
+        a.append(ours_once())
+        b.append(once(theirs))
         if i >= 2 and time.perf_counter() > t_end:
             break
     return [1e3 * x for x in a], [1e3 * x for x in b]
@@ -110,6 +114,29 @@ def _case_conv(label, N, C, H, W, M, k, stride, pad, group, threads):
                 schedule=kc.schedule)
 
 
+def _case_conv3d(label, C, D, H, W, M, threads):
+    from onnx import helper
+    from fusion.codegen.kernels import conv
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, C, D, H, W)).astype(np.float32)
+    w = (rng.standard_normal((M, C, 3, 3, 3)) / np.sqrt(C * 27)).astype(np.float32)
+    oshape = (1, M, D, H, W)
+    geo = {"spatial": 3, "group": 1, "kernel": [3, 3, 3], "strides": [1, 1, 1], "pads": [1] * 6,
+           "dilations": [1, 1, 1], "out": [D, H, W]}
+    kc = conv("b3", node_geometry=geo, X=Operand(x.shape, flat("x", x.shape)), W=Operand(w.shape, None, const=w),
+              bias=None, epilogue=lambda i, acc: f"A->y[{offset(oshape, i)}] = {acc};", target=host())
+    h = Harness("b3", kc, ["x", "y"])
+    h.set_threads(threads)
+    y = np.zeros(oshape, np.float32)
+    feeds = dict(x=x, y=y)
+    ort_fn = _ort([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3, 3], pads=[1] * 6)], {"x": x},
+                  {"w": w}, threads)
+    ref = ort_fn()[0]
+    return dict(name=label, flops=2.0 * M * D * H * W * C * 27, run=lambda reps: h.time(feeds, reps), ort=ort_fn,
+                numpy=None, check=lambda: float(np.abs(y - ref).max() / (np.abs(ref).max() + 1e-30)),
+                schedule=kc.schedule)
+
+
 def _case_pool(label, N, C, H, W, k, stride, pad, threads):
     from onnx import helper
     from fusion.codegen.kernels import pool
@@ -139,6 +166,7 @@ CASES = {
     "conv3x3": lambda t, q: _case_conv("conv 3x3 256->256 @56x56" if not q else "conv 3x3 256->256 @28x28",
                                        1, 256, 56 if not q else 28, 56 if not q else 28, 256, 3, 1, 1, 1, t),
     "conv1x1": lambda t, q: _case_conv("conv 1x1 64->256 @56x56", 1, 64, 56, 56, 256, 1, 1, 0, 1, t),
+    "conv3d": lambda t, q: _case_conv3d("C3D conv 3x3x3 64->128 @8x28x28", 64, 8, 28, 28, 128, t),
     "depthwise3x3": lambda t, q: _case_conv("depthwise 3x3 32ch @112x112", 1, 32, 112, 112, 32, 3, 1, 1, 32, t),
     "maxpool3x3s2": lambda t, q: _case_pool("maxpool 3x3/2 64ch @112x112", 1, 64, 112, 112, 3, 2, 1, t),
 }
@@ -150,21 +178,28 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller shapes, fewer runs")
     ap.add_argument("--only", action="append", choices=sorted(CASES), help="run only these cases")
     ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time single-threaded runs by CPU time of the calling thread (needs --threads 1): "
+                         "a fair comparison on a machine busy with other work")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.cpu_time and args.threads != 1:
+        ap.error("--cpu-time measures one thread: use it with --threads 1")
     from fusion.codegen.kernels.peak import measure_peak
-    peak = measure_peak(args.threads)
+    peak = measure_peak(args.threads, cpu_time=args.cpu_time)
     rows = []
     if not args.json:
-        print(f"measured FP32 peak, {args.threads} thread(s): {peak:.1f} GFLOP/s (python -m fusion.codegen.kernels.peak)")
+        print(f"measured FP32 peak, {args.threads} thread(s): {peak:.1f} GFLOP/s (python -m fusion.codegen.kernels.peak)"
+              + ("; times are CPU time of the calling thread" if args.cpu_time else "; times are wall clock"))
         print(f"{'case':44s} {'fusion ms':>9s} {'GFLOP/s':>8s} {'%peak':>6s} {'ORT ms':>8s} {'ORT/fus':>7s} "
               f"{'numpy ms':>8s}  max err")
     reps = 5 if args.quick else args.reps
     for key in (args.only or list(CASES)):
         c = CASES[key](args.threads, args.quick)
-        ours, ort_t = _time_pair(c["run"], c["ort"], reps)
+        ours, ort_t = _time_pair(c["run"], c["ort"], reps, cpu=args.cpu_time)
         err = c["check"]()
-        np_t = _time_pair(c["run"], c["numpy"], 3)[1] if c["numpy"] else None
+        # numpy's BLAS may run on its own threads: wall clock only
+        np_t = _time_pair(c["run"], c["numpy"], 3)[1] if c["numpy"] and not args.cpu_time else None
         # best run: this machine is shared, and the best run is the one that had the cores to itself
         ms, ort_ms = min(ours), min(ort_t)
         np_ms = min(np_t) if np_t else None
@@ -178,7 +213,8 @@ def main(argv=None) -> int:
                   f"{(f'{np_ms:8.2f}' if np_ms else '       -')}  {err:.1e}")
             sys.stdout.flush()
     if args.json:
-        print(json.dumps({"threads": args.threads, "peak_gflops": peak, "cases": rows}, indent=1))
+        print(json.dumps({"threads": args.threads, "peak_gflops": peak, "cpu_time": args.cpu_time, "cases": rows},
+                         indent=1))
     else:
         print("ORT/fus > 1: fusion faster. The %peak column is against the measured FMA peak; pooling and depthwise "
               "are memory-bound (GFLOP/s counts window taps).")

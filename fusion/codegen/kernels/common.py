@@ -15,12 +15,12 @@ HEADERS = """
 #ifndef FZK_COMMON
 #define FZK_COMMON
 /* floor / ceil division for b > 0 and any sign of a (window bounds with padding) */
-static inline int64_t fzk_fdiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
-static inline int64_t fzk_cdiv(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
-static inline int64_t fzk_min(int64_t a, int64_t b) { return a < b ? a : b; }
-static inline int64_t fzk_max(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline __attribute__((unused)) int64_t fzk_fdiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+static inline __attribute__((unused)) int64_t fzk_cdiv(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+static inline __attribute__((unused)) int64_t fzk_min(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline __attribute__((unused)) int64_t fzk_max(int64_t a, int64_t b) { return a > b ? a : b; }
 /* 64-byte aligned scratch; posix_memalign exists on every Android API level (aligned_alloc needs 28) */
-static inline float *fzk_alloc(int64_t floats) {
+static inline __attribute__((unused)) float *fzk_alloc(int64_t floats) {
     void *p = 0;
     size_t bytes = ((size_t)(floats > 0 ? floats : 1) * sizeof(float) + 63) & ~(size_t)63;
     if (posix_memalign(&p, 64, bytes) != 0) abort();
@@ -116,8 +116,24 @@ def micro_kernel(g: GemmShape) -> str:
         for j in range(g.nv):
             out.append(f"    *({vt} *)(c + {i} * ldc + {j * L}) = {acc[i][j]};")
     out.append("}")
+    # The loops over KC slices and micro-tiles, one copy per file shared by every block: the
+    # unrolled micro-kernel is compiled once, not once per block (compile time of big models).
+    out.append(f"static __attribute__((noinline, unused)) void {tiles_name(g)}(int64_t K, int64_t KC, int64_t ms, int64_t ns,")
+    out.append("        const float *a, const float *b, int64_t bstrip, int64_t ldb, float *ct, int64_t ldc) {")
+    out.append("    for (int64_t pc = 0; pc < K; pc += KC) {")
+    out.append("        int64_t kc = K - pc < KC ? K - pc : KC;")
+    out.append("        for (int64_t js = 0; js < ns; js++)")
+    out.append("            for (int64_t is = 0; is < ms; is++)")
+    out.append(f"                {name}(kc, a + is * K * {g.mr} + pc * {g.mr}, b + js * bstrip + pc * ldb, ldb,")
+    out.append(f"                       ct + is * {g.mr} * ldc + js * {g.nr}, ldc, pc > 0);")
+    out.append("    }")
+    out.append("}")
     out.append("#endif")
     return "\n".join(out) + "\n"
+
+
+def tiles_name(g: GemmShape) -> str:
+    return f"fzk_tiles_{g.mr}x{g.nr}"
 
 
 def indent(code: str, n: int) -> str:
@@ -138,3 +154,26 @@ def decode(var: str, dims: list[int], names: list[str]) -> str:
             lines.append(f"int64_t {nxt} = {rest} / {dims[i]};")
             rest = nxt
     return "\n".join(lines)
+
+
+def phase_offset(w: str, sw: int, wq: int) -> str:
+    """Offset of padded column `w` in a row stored as `sw` phases of width `wq`."""
+    return f"({w})" if sw == 1 else f"(({w}) % {sw}) * {wq} + ({w}) / {sw}"
+
+
+def phase_copy(x: str, pw: int, iw: int, wp: int, sw: int, wq: int, fill: str = "0.0f") -> str:
+    """C filling one padded row `fz_o` (phase-split, see phase_offset) from input row reads `x` (uses
+    fz_iw): per phase, a `fill` run, a plain strided copy of the interior, a `fill` run; bounds are
+    constants."""
+    lo, hi = min(pw, wp), min(pw + iw, wp)
+    out = []
+    for r in range(sw):
+        # phase r holds padded columns w = q * sw + r, q in [0, wq)
+        a = max(0, -(-(lo - r) // sw))
+        b = max(a, -(-(hi - r) // sw))
+        base = f"fz_o + {r * wq}"
+        out.append(f"{{ float *fz_q = {base};\n"
+                   f"  for (int64_t fz_w = 0; fz_w < {a}; fz_w++) fz_q[fz_w] = {fill};\n"
+                   f"  for (int64_t fz_w = {a}; fz_w < {b}; fz_w++) {{ int64_t fz_iw = fz_w * {sw} + {r - pw}; fz_q[fz_w] = {x}; }}\n"
+                   f"  for (int64_t fz_w = {b}; fz_w < {wq}; fz_w++) fz_q[fz_w] = {fill}; }}")
+    return "\n".join(out)

@@ -1,23 +1,24 @@
 """Convolution anchors (1-D/2-D/3-D, strides, pads, dilations, groups).
 
 Two schedules:
-  * implicit GEMM (groups with several output channels, incl. 1x1 and 3x3x3):
+  * implicit GEMM (all but depthwise-like convs, incl. 1x1 and 3x3x3):
     per (image, group), out[m, p] = W[m, (c,kd,kh,kw)] . X_cols[(c,kd,kh,kw), p]
     with W pre-packed as the GEMM's A panels and the input columns packed per NC
     chunk straight from X (im2col one panel at a time, never the whole matrix).
     The packer splits each output row into the part whose reads fall inside
     the input (no bounds checks: a plain copy for stride 1) and the padded ends.
-  * direct (depthwise and groups with 1-2 output channels per group): per
+  * direct (depthwise and grouped convs with 1-2 output channels per group): per
     (image, group) the group's input planes are copied once into a zero-padded
-    buffer (the fused producers run once per element), then every output row
-    is a sum of shifted rows, vectorized over the output width.
+    buffer (the fused producers run once per element; rows split into stride
+    phases so strided taps read contiguously), then every output row is a sum
+    of shifted rows, vectorized over the output width.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from fusion.codegen.kernels.api import KernelCode, Operand
-from fusion.codegen.kernels.common import HEADERS, indent, vec_type
+from fusion.codegen.kernels.common import HEADERS, indent, phase_copy as _phase_copy, phase_offset as _ph, vec_type
 from fusion.codegen.kernels.gemm import gemm
 
 
@@ -51,6 +52,15 @@ class Geo:
         return [d, h, w][3 - self.spatial:]
 
 
+def _bias(name: str, bias: Operand | None):
+    """(C expr of the bias of output channel `oc`, weights): a constant bias goes into the weights."""
+    if bias is None:
+        return (lambda oc: "0.0f"), {}
+    if bias.const is not None:
+        return (lambda oc: f"A->{name}_bias[{oc}]"), {f"{name}_bias": np.asarray(bias.const, np.float32).reshape(-1)}
+    return (lambda oc: bias.c_expr([oc])), {}
+
+
 def conv(name: str, *, node_geometry: dict, X: Operand, W: Operand, bias: Operand | None, epilogue,
          target) -> KernelCode | None:
     if W.const is None or X.dtype != "float32" or len(X.shape) not in (3, 4, 5):
@@ -61,15 +71,8 @@ def conv(name: str, *, node_geometry: dict, X: Operand, W: Operand, bias: Operan
     g = Geo(node_geometry, X.shape, wc.shape)
     if g.G <= 0 or g.C != g.Cg * g.G or g.M % g.G or min(g.out + g.inp + [g.N, g.M]) <= 0:
         return None
-    weights: dict[str, np.ndarray] = {}
-    if bias is None:
-        bias_at = lambda oc: "0.0f"  # noqa: E731
-    elif bias.const is not None:
-        weights[f"{name}_bias"] = np.asarray(bias.const, np.float32).reshape(-1)
-        bias_at = lambda oc: f"A->{name}_bias[{oc}]"  # noqa: E731
-    else:
-        bias_at = lambda oc: bias.c_expr([oc])  # noqa: E731
-    if g.Mg <= 2:
+    bias_at, weights = _bias(name, bias)
+    if g.Mg <= 2 and g.G > 1:   # depthwise-like; one group with 1-2 outputs is a thin GEMM, still threaded
         kc = _direct(name, g, X, wc, bias_at, epilogue, target)
     else:
         kc = _implicit_gemm(name, g, X, wc, bias_at, epilogue, target)
@@ -90,10 +93,11 @@ def _implicit_gemm(name, g: Geo, X: Operand, wc, bias_at, epilogue, target, tran
     Ncols = OD * OH * OW
     a = wc.reshape(g.G, g.Mg, Kdim)
 
-    def b_pack(bv, row, col, n0, nlen):
+    def b_pack(bv, panel, n0, nlen):
+        row, col = panel.row, panel.col
         x = X.c_expr([bv[0], f"({bv[1]}) * {g.Cg} + fz_c"] + g.sp_index("fz_id", "fz_ih", "fz_iw"))
         if transposed:
-            return _gather_pack(g, x, row, col, n0, nlen)
+            return _gather_pack(g, x, panel, n0, nlen)
         return f"""{{ /* input columns [{n0}, {n0}+{nlen}) of the implicit im2col matrix */
     int64_t fz_k = 0;
     for (int64_t fz_c = 0; fz_c < {g.Cg}; fz_c++)
@@ -116,9 +120,23 @@ def _implicit_gemm(name, g: Geo, X: Operand, wc, bias_at, epilogue, target, tran
             }} else {{
                 int64_t fz_lo = fzk_max(fz_ow0, fzk_min(fz_wlo, fz_e)), fz_hi = fzk_max(fz_lo, fzk_min(fz_whi, fz_e));
                 for (int64_t fz_ow = fz_ow0; fz_ow < fz_lo; fz_ow++) fz_row[{col("fz_jb + fz_ow")}] = 0.0f;
-                for (int64_t fz_ow = fz_lo; fz_ow < fz_hi; fz_ow++) {{
-                    int64_t fz_iw = fz_ow * {SW} + ({-PW} + fz_kw * {DW});
-                    fz_row[{col("fz_jb + fz_ow")}] = {x};
+                for (int64_t fz_ow1 = fz_lo; fz_ow1 < fz_hi; ) {{
+                    /* the interior in pieces that stay inside one NR-column strip: contiguous stores */
+                    uint64_t fz_J = (uint64_t)(fz_jb + fz_ow1);
+                    int64_t fz_len = fzk_min({panel.nr} - (int64_t)(fz_J % {panel.nr}), fz_hi - fz_ow1);
+                    float *fz_d = fz_row + fz_J / {panel.nr} * {panel.strip} + fz_J % {panel.nr} - fz_ow1;
+                    if (fz_len == {panel.nr}) {{  /* constant trip count: vector moves, not rep movs */
+                        for (int64_t fz_t = 0; fz_t < {panel.nr}; fz_t++) {{
+                            int64_t fz_ow = fz_ow1 + fz_t, fz_iw = fz_ow * {SW} + ({-PW} + fz_kw * {DW});
+                            fz_d[fz_ow] = {x};
+                        }}
+                    }} else {{
+                        for (int64_t fz_ow = fz_ow1; fz_ow < fz_ow1 + fz_len; fz_ow++) {{
+                            int64_t fz_iw = fz_ow * {SW} + ({-PW} + fz_kw * {DW});
+                            fz_d[fz_ow] = {x};
+                        }}
+                    }}
+                    fz_ow1 += fz_len;
                 }}
                 for (int64_t fz_ow = fz_hi; fz_ow < fz_e; fz_ow++) fz_row[{col("fz_jb + fz_ow")}] = 0.0f;
             }}
@@ -154,11 +172,6 @@ def _implicit_gemm(name, g: Geo, X: Operand, wc, bias_at, epilogue, target, tran
         kind += f", {g.G} groups"
     return gemm(name, batch=[g.N, g.G], M=g.Mg, N=Ncols, K=Kdim, target=target, epilogue=None, epilogue_row=epi_row,
                 a_const=a, a_group=lambda bv: bv[1], b_pack=b_pack, what=kind)
-
-
-def _ph(w: str, sw: int, wq: int) -> str:
-    """Offset of padded column `w` in a row stored as `sw` phases of width `wq`."""
-    return f"({w})" if sw == 1 else f"(({w}) % {sw}) * {wq} + ({w}) / {sw}"
 
 
 def _direct(name, g: Geo, X: Operand, wc, bias_at, epilogue, target) -> KernelCode:
@@ -204,10 +217,7 @@ static void {name}_work(void *fz_arg, int64_t fz_it0, int64_t fz_it1) {{
                 for (int64_t fz_pw = 0; fz_pw < {Wr}; fz_pw++) fz_o[fz_pw] = 0.0f;
                 continue;
             }}
-            int64_t fz_lo = {min(PW, Wp)}, fz_hi = {min(PW + IW, Wp)};
-            for (int64_t fz_pw = 0; fz_pw < fz_lo; fz_pw++) fz_o[{_ph("fz_pw", SW, Wq)}] = 0.0f;
-            for (int64_t fz_pw = fz_lo; fz_pw < fz_hi; fz_pw++) {{ int64_t fz_iw = fz_pw - {PW}; fz_o[{_ph("fz_pw", SW, Wq)}] = {x}; }}
-            for (int64_t fz_pw = fz_hi; fz_pw < {Wr}; fz_pw++) fz_o[{_ph("fz_pw", SW, Wq)}] = 0.0f;
+{indent(_phase_copy(x, PW, IW, Wp, SW, Wq), 12)}
         }}
         for (int64_t fz_mm = 0; fz_mm < {g.Mg}; fz_mm++) {{
             int64_t fz_oc = fz_g * {g.Mg} + fz_mm;
@@ -257,7 +267,8 @@ static void {name}_work(void *fz_arg, int64_t fz_it0, int64_t fz_it1) {{
     return KernelCode(functions=f, body=body, weights=weights, schedule=sched)
 
 
-def _gather_pack(g: Geo, x: str, row, col, n0, nlen) -> str:
+def _gather_pack(g: Geo, x: str, panel, n0, nlen) -> str:
+    row, col = panel.row, panel.col
     KD, KH, KW = g.k
     ID, IH, IW = g.inp
     OD, OH, OW = g.out
@@ -323,14 +334,7 @@ def conv_transpose(name: str, *, node_geometry: dict, X: Operand, W: Operand, bi
     g = Geo(geo, X.shape, (Mg * G, Cg) + tuple(wc.shape[2:]))
     if min(g.out + g.inp + [g.N]) <= 0:
         return None
-    weights: dict[str, np.ndarray] = {}
-    if bias is None:
-        bias_at = lambda oc: "0.0f"  # noqa: E731
-    elif bias.const is not None:
-        weights[f"{name}_bias"] = np.asarray(bias.const, np.float32).reshape(-1)
-        bias_at = lambda oc: f"A->{name}_bias[{oc}]"  # noqa: E731
-    else:
-        bias_at = lambda oc: bias.c_expr([oc])  # noqa: E731
+    bias_at, weights = _bias(name, bias)
     KK = int(np.prod(g.k))
     exact = (g.k == g.st and g.dl == [1, 1, 1]
              and all(o == i * s - b - e for o, i, s, b, e in zip(g.out, g.inp, g.st, g.pb, g.pe)))

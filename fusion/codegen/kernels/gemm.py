@@ -7,24 +7,28 @@ Work items are (batch, block of MC rows, group of N columns), split over
 threads with fz_parallel_for. Per item:
   * A's MC x K rows are packed once into MR-row strips ([strip][k][MR], zero
     padded) by evaluating the caller's expression (fused producers run once per
-    element here), or read from the compile-time packed constant;
-  * for each NC chunk of the item's columns, B is packed ([k][NC], zero padded
-    to NR) from the caller's expression or a custom packer (convolution's
-    implicit im2col), or read from the compile-time packed constant
-    ([strip][k][NR]);
+    element per N group; consecutive items of one call reuse the packed rows),
+    or read from the compile-time packed constant;
+  * for each NC chunk of the item's columns, B is packed into NR-column panels
+    ([strip][k][NR], zero padded) from the caller's expression or a custom
+    packer (convolution's implicit im2col), or read from the compile-time
+    packed constant in the same layout, so the micro-kernel streams every
+    panel contiguously (a row layout with a long stride costs a TLB miss
+    every other k). With constant A and run-time B (convolutions) an item
+    covers all M blocks, so each packed chunk serves every block;
   * the micro-kernel accumulates MR x NR tiles over K in KC slices into an
     MC x NC tile buffer (B's KC x NR panel stays in L1, A's MC x KC block in L2);
-  * the epilogue runs on each finished tile, element by element.
+  * the epilogue runs on each finished tile row, element by element.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from fusion.codegen.kernels.api import KernelCode
-from fusion.codegen.kernels.common import (HEADERS, blocking, cdiv, decode, indent, micro_kernel, rup,
-                                           ukr_name)
+from fusion.codegen.kernels.common import HEADERS, blocking, cdiv, decode, indent, micro_kernel, rup, tiles_name
 
 
 def pack_a_const(a: np.ndarray, mr: int) -> np.ndarray:
@@ -45,19 +49,39 @@ def pack_b_const(b: np.ndarray, nr: int) -> np.ndarray:
     return np.ascontiguousarray(buf.reshape(G, K, Np // nr, nr).transpose(0, 2, 1, 3))
 
 
+@dataclass(frozen=True)
+class Panel:
+    """Layout of a run-time packed B chunk, for custom packers: NR-column strips of K rows each."""
+    buf: str        # C pointer to the chunk
+    nr: int
+    K: int
+
+    @property
+    def strip(self) -> int:
+        return self.K * self.nr
+
+    def row(self, k: str) -> str:
+        """C pointer to row k of the first strip."""
+        return f"({self.buf} + ({k}) * {self.nr})"
+
+    def col(self, j: str) -> str:
+        """C offset of chunk column j from a row pointer."""
+        return f"((uint64_t)({j}) / {self.nr} * {self.strip} + (uint64_t)({j}) % {self.nr})"
+
+
 def gemm(name: str, *, batch: list[int], M: int, N: int, K: int, target,
          epilogue: Callable[[list[str], str, str, str], str],
          a_const: np.ndarray | None = None, a_group: Callable[[list[str]], str] | None = None,
          a_elem: Callable[[list[str], str, str], str] | None = None,
          b_const: np.ndarray | None = None, b_group: Callable[[list[str]], str] | None = None,
          b_elem: Callable[[list[str], str, str], str] | None = None,
-         b_pack: Callable[[list[str], Callable[[str], str], Callable[[str], str], str, str], str] | None = None,
+         b_pack: Callable[[list[str], Panel, str, str], str] | None = None,
          epilogue_row: Callable[[list[str], str, str, str, str], str] | None = None,
          what: str = "gemm") -> KernelCode:
     """Generate the kernel. a_const/b_const are [G, M, K]/[G, K, N] with the group picked per batch
     index by a_group/b_group (C expr); otherwise a_elem(bvars, m, k) / b_elem(bvars, k, n) give the
-    element, or b_pack(bvars, row, col, n0, nlen) is C filling row(k)[col(j)] = B[k, n0 + j] for k < K,
-    j < nlen (row/col give C for the panel layout).
+    element, or b_pack(bvars, panel, n0, nlen) is C filling panel.row(k)[panel.col(j)] = B[k, n0 + j]
+    for k < K, j < nlen.
     epilogue(bvars, m, n, acc) is C consuming one finished element; epilogue_row(bvars, m, row, n0, nlen),
     when given, replaces the per-element loop over a finished row: C consuming row[j] = out[m, n0 + j]
     for j < nlen (convolutions use it to walk output rows without dividing)."""
@@ -86,13 +110,14 @@ def gemm(name: str, *, batch: list[int], M: int, N: int, K: int, target,
     w.append(f"    const struct {name}_args *A = ((const struct {name}_task *)fz_arg)->A;")
     if a_const is None:
         w.append(f"    float *fz_ap = fzk_alloc({rup(mc, mr) * K});")
+        w.append("    int64_t fz_apk = -1;  /* (batch, M block) whose rows fz_ap holds */")
     if b_const is None:
         w.append(f"    float *fz_bp = fzk_alloc({K * ldc});")  # ldc is NC rounded up to NR
     w.append(f"    float *fz_ct = fzk_alloc({rup(mc, mr) * ldc});")
     w.append("    for (int64_t fz_it = fz_it0; fz_it < fz_it1; fz_it++) {")
     inner = []
     inner.append(f"int64_t fz_jg = fz_it % {ng}; int64_t fz_r0 = fz_it / {ng};")
-    inner.append(f"int64_t fz_ib = fz_r0 % {nmi}; int64_t fz_bf = fz_r0 / {nmi};")
+    inner.append(f"int64_t fz_ib = fz_r0 % {nmi}; int64_t fz_bf = fz_r0 / {nmi}; (void)fz_bf; (void)fz_ib;")
     if batch:
         inner.append(decode("fz_bf", list(batch), bvars))
         inner.append(" ".join(f"(void){v};" for v in bvars))
@@ -103,7 +128,8 @@ def gemm(name: str, *, batch: list[int], M: int, N: int, K: int, target,
     if a_const is None:
         # pack MR-row strips over all of K; rows past M are zeros
         val = a_elem(bvars, "fz_m", "fz_k")
-        inner.append(f"""for (int64_t fz_s = 0; fz_s < fz_ms; fz_s++) {{
+        # consecutive items of one call share their A rows (N groups vary fastest): pack them once
+        inner.append(f"""if (fz_r0 != fz_apk) for (int64_t fz_s = 0; fz_s < fz_ms; fz_s++) {{
     float *fz_dst = fz_ap + fz_s * {K * mr};
     if (fz_m0 + fz_s * {mr} + {mr} <= {M}) {{
         for (int64_t fz_k = 0; fz_k < {K}; fz_k++)
@@ -119,6 +145,7 @@ def gemm(name: str, *, batch: list[int], M: int, N: int, K: int, target,
             }}
     }}
 }}
+fz_apk = fz_r0;
 const float *fz_a = fz_ap;""")
     else:
         G = a_const.shape[0]
@@ -134,10 +161,10 @@ const float *fz_a = fz_ap;""")
     ch = []
     ch.append(f"int64_t fz_nlen = fzk_min({nc}, fz_n1 - fz_jc); int64_t fz_ns = (fz_nlen + {nr - 1}) / {nr};")
     if b_const is None:
-        row = lambda k: f"(fz_bp + ({k}) * {nr})"  # noqa: E731
-        col = lambda j: f"((uint64_t)({j}) / {nr} * {K * nr} + (uint64_t)({j}) % {nr})"  # noqa: E731
+        panel = Panel("fz_bp", nr, K)
+        row, col = panel.row, panel.col
         if b_pack is not None:
-            ch.append(b_pack(bvars, row, col, "fz_jc", "fz_nlen"))
+            ch.append(b_pack(bvars, panel, "fz_jc", "fz_nlen"))
         else:
             val = b_elem(bvars, "fz_k", "fz_n")
             ch.append(f"""for (int64_t fz_s = 0; fz_s < fz_ns; fz_s++) {{
@@ -157,13 +184,7 @@ const float *fz_a = fz_ap;""")
         ch.append(f"const float *fz_b = A->{name}_pb + (({grp}) * {cdiv(N, nr)} + fz_jc / {nr}) * {K * nr};")
         ch.append(f"const int64_t fz_bstrip = {K * nr}, fz_ldb = {nr};")
     ce = []
-    ce.append(f"""for (int64_t fz_pc = 0; fz_pc < {K}; fz_pc += {kc}) {{
-    int64_t fz_kc = fzk_min({kc}, {K} - fz_pc);
-    for (int64_t fz_js = 0; fz_js < fz_ns; fz_js++)
-        for (int64_t fz_is = 0; fz_is < fz_ms; fz_is++)
-            {ukr_name(g)}(fz_kc, fz_a + fz_is * {K * mr} + fz_pc * {mr}, fz_b + fz_js * fz_bstrip + fz_pc * fz_ldb, fz_ldb,
-                       fz_ct + fz_is * {mr * ldc} + fz_js * {nr}, {ldc}, fz_pc > 0);
-}}""")
+    ce.append(f"{tiles_name(g)}({K}, {kc}, fz_ms, fz_ns, fz_a, fz_b, fz_bstrip, fz_ldb, fz_ct, {ldc});")
     if epilogue_row is not None:
         erow = epilogue_row(bvars, "fz_m", "fz_crow", "fz_jc", "fz_nlen")
     else:

@@ -2,7 +2,8 @@
 
 It plays the core's part: declares `struct NAME_args` (one pointer per
 buffer, plus the packed weights), the block function holding the kernel's
-body, and fz_parallel_for (a plain pthread split, or single-threaded), builds
+body, and fz_parallel_for (pthreads taking chunks from a shared counter, or
+inline for one thread), builds
 it with fusion.toolchain.compile_shared and calls it through ctypes."""
 from __future__ import annotations
 
@@ -19,17 +20,26 @@ PARALLEL_FOR = r"""
 #include <pthread.h>
 static int fz_threads = 1;
 void fz_set_threads(int n) { fz_threads = n > 0 ? n : 1; }
-struct fz_pf { void (*fn)(void *, int64_t, int64_t); void *arg; int64_t b, e; };
-static void *fz_pf_run(void *p) { struct fz_pf *t = p; t->fn(t->arg, t->b, t->e); return 0; }
-/* same contract as the runtime's: contiguous chunks of [0, n), inline for one thread */
+/* same contract as the runtime's (fn gets contiguous chunks of [0, n); inline for one thread), with
+   chunks handed out dynamically from a shared counter so a thread slowed by other load takes fewer */
+struct fz_pf { void (*fn)(void *, int64_t, int64_t); void *arg; int64_t n, chunk; int64_t next; };
+static void *fz_pf_run(void *p) {
+    struct fz_pf *t = p;
+    for (;;) {
+        int64_t b = __atomic_fetch_add(&t->next, t->chunk, __ATOMIC_RELAXED);
+        if (b >= t->n) break;
+        t->fn(t->arg, b, b + t->chunk < t->n ? b + t->chunk : t->n);
+    }
+    return 0;
+}
 static void fz_parallel_for(int64_t n, void (*fn)(void *, int64_t, int64_t), void *arg) {
     int64_t T = fz_threads < n ? fz_threads : n;
     if (T <= 1) { fn(arg, 0, n); return; }
-    pthread_t th[64]; struct fz_pf ts[64];
     if (T > 64) T = 64;
-    for (int64_t t = 0; t < T; t++) { ts[t].fn = fn; ts[t].arg = arg; ts[t].b = n * t / T; ts[t].e = n * (t + 1) / T; }
-    for (int64_t t = 1; t < T; t++) pthread_create(&th[t], 0, fz_pf_run, &ts[t]);
-    fz_pf_run(&ts[0]);
+    pthread_t th[64];
+    struct fz_pf job = { fn, arg, n, n / (4 * T) > 0 ? n / (4 * T) : 1, 0 };
+    for (int64_t t = 1; t < T; t++) pthread_create(&th[t], 0, fz_pf_run, &job);
+    fz_pf_run(&job);
     for (int64_t t = 1; t < T; t++) pthread_join(th[t], 0);
 }
 """
@@ -143,7 +153,10 @@ def run_cross(name: str, kc: KernelCode, fields: list[str], arrays: dict[str, np
            "    f = fopen(argv[2], \"wb\");\n"
            f"    for (int i = 0; i < {len(sizes)}; i++) fwrite(p[i], 4, fz_sizes[i], f);\n"
            "    fclose(f);\n    return 0;\n}\n")
-    d = build_dir or tempfile.mkdtemp(prefix="fusion-kernels-arm-")
+    if build_dir is None:
+        with tempfile.TemporaryDirectory(prefix="fusion-kernels-arm-") as d:
+            return run_cross(name, kc, fields, arrays, threads, build_dir=d)
+    d = build_dir
     os.makedirs(d, exist_ok=True)
     c, exe = os.path.join(d, "k.c"), os.path.join(d, "k")
     with open(c, "w") as fh:

@@ -5,9 +5,9 @@ Windowed pooling: per (image, channel) the input plane is copied once into a
 buffer padded with the neutral value (-inf for max, 0 for average) large
 enough for every window, so the window loops carry no bounds checks and the
 producers fused into the read run once per element; each output row is then
-reduced separably: along W first (the strided taps, once per plane row), then
-along D and H over whole contiguous rows, which vectorize across the output
-width. Average divisors are per-dimension counts computed at compile
+reduced separably: along W first (once per plane row; rows are stored split
+into stride phases so each tap reads contiguously), then along D and H over
+whole contiguous rows; every loop vectorizes across the output width. Average divisors are per-dimension counts computed at compile
 time (count_include_pad counts the padded positions, not the positions past
 the padding that ceil mode adds), as onnxruntime does.
 
@@ -15,7 +15,7 @@ Global pooling reduces each plane with independent lane accumulators."""
 from __future__ import annotations
 
 from fusion.codegen.kernels.api import KernelCode, Operand
-from fusion.codegen.kernels.common import HEADERS, indent
+from fusion.codegen.kernels.common import HEADERS, indent, phase_copy, phase_offset
 
 
 def _counts(o_n, i_n, k, s, pb, pe, d, include_pad) -> list[int]:
@@ -45,7 +45,10 @@ def pool(name: str, *, kind: str, node_geometry: dict, X: Operand, count_include
     PB, PE = zero + pads[:s], zero + pads[s:]
     # buffer reach: every window of every output, and at least the padded input
     P = [max((o - 1) * st_ + (k - 1) * d + 1, 1) for o, st_, k, d in zip(O, S, K, D)]
-    plane = P[0] * P[1] * P[2]
+    # rows stored as S[2] stride phases (see common.phase_offset): every W tap reads contiguously
+    Wq = -(-P[2] // S[2])
+    Wr = S[2] * Wq
+    plane = P[0] * P[1] * Wr
     fill = "-INFINITY" if kind == "max" else "0.0f"
     x = X.c_expr(["fz_n", "fz_c"] + ["fz_id", "fz_ih", "fz_iw"][3 - s:])
     ov = ["fz_od", "fz_oh", "fz_ow"][3 - s:]
@@ -70,28 +73,24 @@ static void {name}_work(void *fz_arg, int64_t fz_it0, int64_t fz_it1) {{
         int64_t fz_c = fz_it % {C}, fz_n = fz_it / {C};
         for (int64_t fz_pd = 0; fz_pd < {P[0]}; fz_pd++)
         for (int64_t fz_ph = 0; fz_ph < {P[1]}; fz_ph++) {{
-            float *fz_o = fz_pl + (fz_pd * {P[1]} + fz_ph) * {P[2]};
+            float *fz_o = fz_pl + (fz_pd * {P[1]} + fz_ph) * {Wr};
             int64_t fz_id = fz_pd - {PB[0]}, fz_ih = fz_ph - {PB[1]};
             (void)fz_id; (void)fz_ih;
             if (fz_id < 0 || fz_id >= {I[0]} || fz_ih < 0 || fz_ih >= {I[1]}) {{
-                for (int64_t fz_pw = 0; fz_pw < {P[2]}; fz_pw++) fz_o[fz_pw] = {fill};
+                for (int64_t fz_pw = 0; fz_pw < {Wr}; fz_pw++) fz_o[fz_pw] = {fill};
                 continue;
             }}
-            for (int64_t fz_pw = 0; fz_pw < {min(PB[2], P[2])}; fz_pw++) fz_o[fz_pw] = {fill};
-            for (int64_t fz_pw = {min(PB[2], P[2])}; fz_pw < {min(PB[2] + I[2], P[2])}; fz_pw++) {{
-                int64_t fz_iw = fz_pw - {PB[2]}; fz_o[fz_pw] = {x};
-            }}
-            for (int64_t fz_pw = {min(PB[2] + I[2], P[2])}; fz_pw < {P[2]}; fz_pw++) fz_o[fz_pw] = {fill};
+{indent(phase_copy(x, PB[2], I[2], P[2], S[2], Wq, fill), 12)}
         }}
         /* separable: first reduce along W (strided taps, once per plane row), then along D and H
            (whole contiguous rows, vectorized over the output width) */
         for (int64_t fz_pr = 0; fz_pr < {P[0] * P[1]}; fz_pr++) {{
-            const float *fz_s = fz_pl + fz_pr * {P[2]};
+            const float *fz_s = fz_pl + fz_pr * {Wr};
             float *fz_r = fz_rw + fz_pr * {O[2]};
-            for (int64_t fz_ow = 0; fz_ow < {O[2]}; fz_ow++) {{
-                float fz_v = fz_s[fz_ow * {S[2]}];
-                for (int64_t fz_kw = 1; fz_kw < {K[2]}; fz_kw++) {{ float fz_x = fz_s[fz_ow * {S[2]} + fz_kw * {D[2]}]; {sc} }}
-                fz_r[fz_ow] = fz_v;
+            memcpy(fz_r, fz_s, {4 * O[2]});
+            for (int64_t fz_kw = 1; fz_kw < {K[2]}; fz_kw++) {{
+                const float *fz_t = fz_s + {phase_offset("fz_kw * " + str(D[2]), S[2], Wq)};
+                for (int64_t fz_ow = 0; fz_ow < {O[2]}; fz_ow++) {{ float fz_x = fz_t[fz_ow]; float fz_v = fz_r[fz_ow]; {sc} fz_r[fz_ow] = fz_v; }}
             }}
         }}
         for (int64_t fz_od = 0; fz_od < {O[0]}; fz_od++)

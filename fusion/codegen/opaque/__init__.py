@@ -23,10 +23,12 @@ __all__ = ["supported", "c_sources", "header", "call", "max_output_shapes", "att
 def supported(node) -> bool:
     """True when a kernel exists for the op and its input dtype."""
     k = KERNELS.get(node.op)
-    if k is None or node.domain not in ("", "ai.onnx") or k.op not in implemented():
+    if k is None or node.domain not in ("", "ai.onnx") or k.c_name not in implemented():
         return False
     x = node.inputs[0] if node.inputs else None
     if k.dtypes is not None and (x is None or x.dtype is None or x.dtype.name not in k.dtypes):
+        return False
+    if k.accepts is not None and not k.accepts(node):
         return False
     return x is None or x.dtype is None or x.dtype.kind in "biuf"
 
@@ -65,21 +67,30 @@ def _node_id(node) -> str:
     return f"{re.sub(r'[^0-9A-Za-z_]', '_', name)[:40]}_{tag:08x}"
 
 
-def call(node, in_names: list, out_names: list, on_error: str = "return -1;") -> tuple[str, str]:
+def call(node, in_names: list, out_names: list, on_error: str = "return -1;",
+         layout: str = "compact") -> tuple[str, str]:
     """(file-scope C, statement) running the node's kernel.
 
     in_names / out_names are C lvalues of type fz_tensor (None for an omitted
-    optional input or an unused output: the kernel skips it). The statement
-    writes the actual output shapes back into out_names and runs `on_error`
-    when the kernel fails (its message: fz_opaque_last_error())."""
+    optional input or an unused output: the kernel skips it); each output's
+    shape holds its capacity. The statement writes the actual output shapes
+    back into out_names and runs `on_error` when the kernel fails (its
+    message: fz_opaque_last_error()).
+
+    layout="compact": outputs are row-major in their actual shape.
+    layout="capacity": outputs keep the strides of their capacity shape (a
+    NonZero [2, nnz] output allocated as [2, 24] has row 1 at element 24), for
+    callers that compile later loops with static strides."""
+    if layout not in ("compact", "capacity"):
+        raise ValueError(f"layout must be 'compact' or 'capacity', not {layout!r}")
     k = kernel_for(node.op)
     fields = attr_fields(node)
-    decl = struct_fields()[k.op]
+    decl = struct_fields()[k.c_name]
     if set(fields) != {n for _, n in decl}:
         raise AssertionError(f"{k.op}: fields {sorted(fields)} do not match fz_opaque.h")
     ident = f"fz_attrs_{_node_id(node)}"
     init = ", ".join(f".{n} = {_c_literal(t, fields[n])}" for t, n in decl)
-    file_scope = f"static const struct fz_attrs_{k.op} {ident} = {{{init}}};"
+    file_scope = f"static const struct fz_attrs_{k.c_name} {ident} = {{{init}}};"
     ins = list(in_names)
     while ins and ins[-1] is None:
         ins.pop()
@@ -89,7 +100,10 @@ def call(node, in_names: list, out_names: list, on_error: str = "return -1;") ->
     lines = ["{",
              f"    fz_tensor fz_in[{max(len(ins), 1)}] = {{{', '.join(n or absent for n in ins) or absent}}};",
              f"    fz_tensor fz_out[{n_out}] = {{{', '.join(n or absent for n in outs)}}};",
-             f"    if (fz_op_{k.op}(fz_in, {len(ins)}, fz_out, {n_out}, &{ident})) {{ {on_error} }}"]
+             f"    if (fz_op_{k.c_name}(fz_in, {len(ins)}, fz_out, {n_out}, &{ident})) {{ {on_error} }}"]
+    if layout == "capacity":  # the caller's lvalue still holds the capacity here
+        lines += [f"    if (fz_opaque_pad_to_capacity(&fz_out[{i}], ({n}).shape)) {{ {on_error} }}"
+                  for i, n in enumerate(outs) if n is not None]
     lines += [f"    {n} = fz_out[{i}];" for i, n in enumerate(outs) if n is not None]
     lines.append("}")
     return file_scope, "\n".join(lines)

@@ -182,3 +182,34 @@ void fz_merge_sort(int64_t *v, int64_t n, int64_t *tmp, fz_less_fn less, const v
     }
     if (src != v) memcpy(v, src, (size_t)n * sizeof *v);
 }
+
+int fz_opaque_pad_to_capacity(fz_tensor *t, const int64_t *cap) {
+    const char *op = "fz_opaque_pad_to_capacity";
+    if (t == NULL || cap == NULL) FZ_FAIL("%s: no tensor", op);
+    if (fz_check(op, "tensor", t) < 0) return -1;
+    int r = t->rank;
+    for (int d = 0; d < r; d++)
+        if (t->shape[d] > cap[d])
+            FZ_FAIL("%s: dimension %d is %lld, beyond the capacity %lld", op, d, (long long)t->shape[d], (long long)cap[d]);
+    int same = 1; /* layouts agree when only the leading dimension is short */
+    for (int d = 1; d < r; d++) same &= t->shape[d] == cap[d];
+    if (r < 2 || same) return 0;
+    size_t es = (size_t)fz_dtype_size(t->dtype), row = (size_t)t->shape[r - 1] * es;
+    int64_t rows = fz_count(r - 1, t->shape), cstride[FZ_MAX_RANK], idx[FZ_MAX_RANK];
+    int64_t s = 1;
+    for (int d = r - 1; d >= 0; d--) { cstride[d] = s; s *= cap[d]; }
+    if (rows == 0 || row == 0) return 0;
+    for (int d = 0; d < r - 1; d++) idx[d] = t->shape[d] - 1;
+    /* last row first: a row only moves forward, and rows before it sit
+     * entirely below its source, so nothing unread is overwritten */
+    for (int64_t k = rows - 1; k >= 0; k--) {
+        int64_t dst = 0;
+        for (int d = 0; d < r - 1; d++) dst += idx[d] * cstride[d];
+        memmove((char *)t->data + (size_t)dst * es, (char *)t->data + (size_t)k * row, row);
+        for (int d = r - 2; d >= 0; d--) {
+            if (--idx[d] >= 0) break;
+            idx[d] = t->shape[d] - 1;
+        }
+    }
+    return 0;
+}

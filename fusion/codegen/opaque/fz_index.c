@@ -1,5 +1,5 @@
 /* Data-dependent indexing: NonZero, Compress, GatherND, ScatterND,
- * ScatterElements, ReverseSequence. Element moves are byte copies, so any
+ * ScatterElements, ReverseSequence, TensorScatter. Element moves are byte copies, so any
  * fixed-size type works; scatter reductions are typed. Every index is
  * bounds-checked (negative ones wrap, as ONNX allows) before it is used. */
 #include <stdlib.h>
@@ -320,6 +320,48 @@ int fz_op_ReverseSequence(const fz_tensor *in, int n_in, fz_tensor *out, int n_o
             int64_t di = ba == 0 ? b * T + t : t * B + b, si = ba == 0 ? b * T + src : src * B + b;
             fz_copy(o + (size_t)di * row, xd + (size_t)si * row, row);
         }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------- TensorScatter */
+
+int fz_op_TensorScatter(const fz_tensor *in, int n_in, fz_tensor *out, int n_out, const void *attrs) {
+    const char *op = "TensorScatter";
+    const struct fz_attrs_TensorScatter *a = (const struct fz_attrs_TensorScatter *)attrs;
+    if (a == NULL || n_in < 2 || n_out < 1) FZ_FAIL("%s: expects past_cache, update, 1 output and attributes", op);
+    const fz_tensor *past = &in[0], *up = &in[1], *wi = fz_present(in, n_in, 2) ? &in[2] : NULL;
+    int64_t n = fz_check(op, "input past_cache", past);
+    if (n < 0 || fz_check(op, "input update", up) < 0 || (wi && fz_check(op, "input write_indices", wi) < 0)) return -1;
+    if (up->dtype != past->dtype) FZ_FAIL("%s: update must have past_cache's type %s", op, fz_dtype_name(past->dtype));
+    int r = past->rank;
+    if (r < 2 || up->rank != r) FZ_FAIL("%s: past_cache and update must have the same rank (>= 2)", op);
+    int ax = fz_axis(op, a->axis, r);
+    if (ax < 0) return -1;
+    if (ax == 0) FZ_FAIL("%s: axis must not be the batch axis 0", op);
+    for (int d = 0; d < r; d++)
+        if (d != ax && up->shape[d] != past->shape[d])
+            FZ_FAIL("%s: update dimension %d (%lld) differs from past_cache's (%lld)", op, d, (long long)up->shape[d],
+                    (long long)past->shape[d]);
+    int64_t B = past->shape[0], L = past->shape[ax], S = up->shape[ax];
+    if (S > L) FZ_FAIL("%s: update has %lld steps along axis %d, the cache only %lld", op, (long long)S, ax, (long long)L);
+    if (wi && (!fz_is_index_type(wi->dtype) || wi->rank != 1 || wi->shape[0] != B))
+        FZ_FAIL("%s: write_indices must be int64 of shape [%lld]", op, (long long)B);
+    if (copy_data(op, past, &out[0], n)) return -1;
+    int64_t outer = fz_count(ax, past->shape), per_batch = B ? outer / B : 0;
+    int64_t inner = fz_count(r - ax - 1, past->shape + ax + 1);
+    size_t row = (size_t)inner * fz_dtype_size(past->dtype);
+    for (int64_t b = 0; b < B; b++) {
+        int64_t w = wi ? fz_index_at(wi, b) : 0;
+        if (w < 0 || (L > 0 && w >= L) || (!a->circular && w + S > L))
+            FZ_FAIL("%s: write_indices[%lld] = %lld does not fit %lld steps in a cache of %lld (mode %s)", op,
+                    (long long)b, (long long)w, (long long)S, (long long)L, a->circular ? "circular" : "linear");
+        for (int64_t o = b * per_batch; o < (b + 1) * per_batch; o++)
+            for (int64_t s = 0; s < S; s++) {
+                int64_t t = a->circular ? (w + s) % L : w + s;
+                fz_copy((char *)out[0].data + (size_t)(o * L + t) * row, (const char *)up->data + (size_t)(o * S + s) * row,
+                        row);
+            }
     }
     return 0;
 }

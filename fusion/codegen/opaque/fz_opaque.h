@@ -95,6 +95,47 @@ struct fz_attrs_Unique {
     int32_t sorted;
 };
 
+struct fz_attrs_NegativeLogLikelihoodLoss {
+    int32_t reduction;       /* 0 none, 1 sum, 2 mean */
+    int32_t has_ignore_index;
+    int64_t ignore_index;
+};
+
+struct fz_attrs_SoftmaxCrossEntropyLoss {
+    int32_t reduction;       /* 0 none, 1 sum, 2 mean */
+    int32_t has_ignore_index;
+    int64_t ignore_index;
+};
+
+struct fz_attrs_Det {
+    int32_t unused;
+};
+
+struct fz_attrs_Window {
+    int32_t kind;            /* 0 Hann, 1 Hamming, 2 Blackman */
+    int32_t periodic;
+    int32_t output_datatype; /* ONNX element type */
+};
+
+struct fz_attrs_DynamicQuantizeLinear {
+    int32_t unused;
+};
+
+struct fz_attrs_TensorScatter {
+    int64_t axis;
+    int32_t circular;        /* mode: 0 linear, 1 circular */
+};
+
+struct fz_attrs_Attention {
+    int32_t is_causal;
+    int32_t q_num_heads;     /* 3-D inputs only */
+    int32_t kv_num_heads;
+    int32_t qk_mode;         /* qk_matmul_output_mode */
+    int32_t has_scale;       /* 0: 1/sqrt(head_size) */
+    float scale;
+    float softcap;
+};
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -105,6 +146,12 @@ FZ_OPAQUE_API void fz_opaque_set_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)))
 #endif
     ;
+
+/* Re-lays out, in place, an output the kernel wrote compactly (row-major in
+ * its actual shape) with the strides of `cap`, the capacity shape it was
+ * allocated at: element [i, j] moves to i * cap[1] + j. For callers that
+ * index data-dependent outputs with the capacity's strides. */
+FZ_OPAQUE_API int fz_opaque_pad_to_capacity(fz_tensor *t, const int64_t *cap);
 
 #define FZ_KERNEL(name) \
     FZ_OPAQUE_API int fz_op_##name(const fz_tensor *in, int n_in, fz_tensor *out, int n_out, const void *attrs)
@@ -119,6 +166,13 @@ FZ_KERNEL(ScatterND);
 FZ_KERNEL(ScatterElements);
 FZ_KERNEL(ReverseSequence);
 FZ_KERNEL(Unique);
+FZ_KERNEL(NegativeLogLikelihoodLoss);
+FZ_KERNEL(SoftmaxCrossEntropyLoss);
+FZ_KERNEL(Det);
+FZ_KERNEL(Window); /* HannWindow, HammingWindow, BlackmanWindow */
+FZ_KERNEL(DynamicQuantizeLinear);
+FZ_KERNEL(TensorScatter);
+FZ_KERNEL(Attention);
 
 #ifdef __cplusplus
 }

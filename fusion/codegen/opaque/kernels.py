@@ -95,6 +95,26 @@ def _scatter_el(a, opset):
             "reduction": _choice("ScatterElements", "reduction", a.get("reduction", "none"), REDUCTIONS)}
 
 
+def _loss(a, opset):
+    ig = a.get("ignore_index")
+    return {"reduction": _choice("loss", "reduction", a.get("reduction", "mean"), {"none": 0, "sum": 1, "mean": 2}),
+            "has_ignore_index": int(ig is not None), "ignore_index": int(ig) if ig is not None else 0}
+
+
+def _window(kind):
+    return lambda a, opset: {"kind": kind, "periodic": int(a.get("periodic", 1)),
+                             "output_datatype": int(a.get("output_datatype", 1))}
+
+
+def _attention(a, opset):
+    sc = a.get("scale")
+    return {"is_causal": int(a.get("is_causal", 0) or 0), "q_num_heads": int(a.get("q_num_heads", 0) or 0),
+            "kv_num_heads": int(a.get("kv_num_heads", 0) or 0),
+            "qk_mode": int(a.get("qk_matmul_output_mode", 0) or 0),
+            "has_scale": int(sc is not None), "scale": float(sc) if sc is not None else 0.0,
+            "softcap": float(a.get("softcap", 0.0) or 0.0)}
+
+
 def _unique(a, opset):
     return {**_optional_axis(a, opset), "sorted": int(a.get("sorted", 1))}
 
@@ -174,6 +194,40 @@ def _cap_unique(s, v, f):
 
 
 
+def _cap_loss(s, v, f):
+    return [tuple(s[1]) if f["reduction"] == 0 else (), tuple(s[0])]
+
+
+def _cap_window(s, v, f):
+    n = _scalar(v[0])
+    if n is None:
+        raise ShapeError("the window size must be a constant (its value is the output length); "
+                         "fold it or bind the input that computes it with --shape")
+    return [(max(n, 0),)]
+
+
+def _window_dtype(d, f):
+    from onnx.helper import tensor_dtype_to_np_dtype
+    return [np.dtype(tensor_dtype_to_np_dtype(f["output_datatype"]))]
+
+
+def _cap_attention(s, v, f):
+    q, k, vv = s[0], s[1], s[2]
+    past = s[4][2] if len(s) > 4 and s[4] is not None else 0
+    if len(q) == 3:
+        hq, hk = f["q_num_heads"], f["kv_num_heads"]
+        if hq < 1 or hk < 1:
+            raise ShapeError("Attention: 3-D inputs need the q_num_heads and kv_num_heads attributes")
+        B, Sq, Skv, dk, dv = q[0], q[1], k[1], k[2] // hk, vv[2] // hk
+        y = (B, Sq, hq * dv)
+    else:
+        B, hq, Sq, dk = q
+        hk, Skv, dv = k[1], k[2], vv[3]
+        y = (B, hq, Sq, dv)
+    T = past + Skv
+    return [y, (B, hk, T, dk), (B, hk, T, dv), (B, hq, Sq, T)]
+
+
 # ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -181,19 +235,25 @@ class Kernel:
     op: str
     fields: Callable[[dict, int], dict]                 # (node attrs, opset) -> struct fields
     capacity: Callable[[Shapes, list, dict], list]      # -> a shape per output
-    out_dtypes: Callable[[list], list]                  # input dtypes -> output dtypes
+    out_dtypes: Callable[[list, dict], list]            # (input dtypes, fields) -> output dtypes
     dtypes: tuple | None                                # accepted dtypes of input 0 (None: any fixed size)
     n_out: int = 1
+    cname: str = ""                                     # C kernel (fz_op_<cname>) when not the op's name
+    accepts: Callable | None = None                     # node -> bool: attribute combinations it implements
+
+    @property
+    def c_name(self) -> str:
+        return self.cname or self.op
 
     def struct(self, fields: dict):
-        return ctypes_struct(self.op)(**fields)
+        return ctypes_struct(self.c_name)(**fields)
 
 
-_first = lambda d: [d[0]]
-_int64 = lambda d: [np.dtype(np.int64)]
+_first = lambda d, f: [d[0]]
+_int64 = lambda d, f: [np.dtype(np.int64)]
 
 KERNELS: dict[str, Kernel] = {k.op: k for k in [
-    Kernel("TopK", _topk, _cap_topk, lambda d: [d[0], np.dtype(np.int64)],
+    Kernel("TopK", _topk, _cap_topk, lambda d, f: [d[0], np.dtype(np.int64)],
            NUMBERS + ("uint8", "int8", "uint32", "uint64"), 2),
     Kernel("NonMaxSuppression", _nms, _cap_nms, _int64, ("float32",)),
     Kernel("RoiAlign", _roialign, _cap_roialign, _first, FLOATS),
@@ -205,8 +265,22 @@ KERNELS: dict[str, Kernel] = {k.op: k for k in [
     Kernel("ReverseSequence", lambda a, o: {"batch_axis": int(a.get("batch_axis", 1)),
                                             "time_axis": int(a.get("time_axis", 0))},
            _same_as_input, _first, ANY),
-    Kernel("Unique", _unique, _cap_unique, lambda d: [d[0]] + [np.dtype(np.int64)] * 3,
+    Kernel("Unique", _unique, _cap_unique, lambda d, f: [d[0]] + [np.dtype(np.int64)] * 3,
            NUMBERS + ("int8", "uint8"), 4),
+    Kernel("NegativeLogLikelihoodLoss", _loss, lambda s, v, f: _cap_loss(s, v, f)[:1], _first, FLOATS),
+    Kernel("SoftmaxCrossEntropyLoss", _loss, _cap_loss, lambda d, f: [d[0], d[0]], FLOATS, 2),
+    Kernel("Det", lambda a, o: {"unused": 0}, lambda s, v, f: [tuple(s[0][:-2])], _first, FLOATS),
+    Kernel("HannWindow", _window(0), _cap_window, _window_dtype, ("int32", "int64"), cname="Window"),
+    Kernel("HammingWindow", _window(1), _cap_window, _window_dtype, ("int32", "int64"), cname="Window"),
+    Kernel("BlackmanWindow", _window(2), _cap_window, _window_dtype, ("int32", "int64"), cname="Window"),
+    Kernel("TensorScatter", lambda a, o: {"axis": int(a.get("axis", -2)),
+                                          "circular": _choice("TensorScatter", "mode", a.get("mode", "linear"),
+                                                              {"linear": 0, "circular": 1})},
+           _same_as_input, _first, ANY),
+    Kernel("Attention", _attention, _cap_attention, lambda d, f: [d[0]] * 4, FLOATS, 4,
+           accepts=lambda node: all(node.attrs.get(x) in (None, -1) for x in ("left_window_size", "right_window_size"))),
+    Kernel("DynamicQuantizeLinear", lambda a, o: {"unused": 0}, lambda s, v, f: [tuple(s[0]), (), ()],
+           lambda d, f: [np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.uint8)], ("float32",), 3),
 ]}
 
 

@@ -103,7 +103,7 @@ def run_kernel(op: str, inputs: list, attrs: dict | None = None, *, opset: int =
     if capacity is None:
         capacity = k.capacity([None if a is None else a.shape for a in arrays], arrays, fields)
     if out_dtypes is None:
-        out_dtypes = k.out_dtypes([None if a is None else a.dtype for a in arrays])
+        out_dtypes = k.out_dtypes([None if a is None else a.dtype for a in arrays], fields)
     bufs = [np.zeros(max(int(np.prod(s, dtype=np.int64)), 1), dtype=dt) for s, dt in zip(capacity, out_dtypes)]
     tin = (FzTensor * max(len(arrays), 1))(*[_tensor(a) for a in arrays])
     tout = (FzTensor * len(bufs))()
@@ -115,7 +115,7 @@ def run_kernel(op: str, inputs: list, attrs: dict | None = None, *, opset: int =
         for j, d in enumerate(s):
             tout[i].shape[j] = d
     struct = k.struct(fields)
-    rc = lib[f"fz_op_{op}"](tin, len(arrays), tout, len(bufs), ctypes.byref(struct))
+    rc = lib[f"fz_op_{k.c_name}"](tin, len(arrays), tout, len(bufs), ctypes.byref(struct))
     if rc != 0:
         raise KernelError(lib.fz_opaque_last_error().decode(errors="replace"))
     out = []

@@ -37,9 +37,24 @@ static struct {
     void *arg;
     int64_t n;
     int job_threads;
+    uint64_t start_gen[FZ_MAX_THREADS + 1];   /* generation when each worker was created */
 } fz_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
-static __thread int fz_in_worker;
+/* Per-thread state. Android before API 29 has no ELF TLS and its emulated
+ * TLS needs a compiler-runtime helper, so there the flag lives in a pthread key. */
+#if defined(__ANDROID__)
+#define FZ_TLS
+static pthread_key_t fz_worker_key;
+static pthread_once_t fz_key_once = PTHREAD_ONCE_INIT;
+static void fz_make_key(void) { pthread_key_create(&fz_worker_key, NULL); }
+static int fz_get_in_worker(void) { pthread_once(&fz_key_once, fz_make_key); return pthread_getspecific(fz_worker_key) != NULL; }
+static void fz_set_in_worker(int v) { pthread_once(&fz_key_once, fz_make_key); pthread_setspecific(fz_worker_key, v ? (void *)1 : NULL); }
+#else
+#define FZ_TLS __thread
+static __thread int fz_in_worker_tls;
+static int fz_get_in_worker(void) { return fz_in_worker_tls; }
+static void fz_set_in_worker(int v) { fz_in_worker_tls = v; }
+#endif
 
 static int fz_default_threads(void) {
     const char *env = getenv("FUSION_THREADS");
@@ -53,28 +68,44 @@ static void fz_chunk(int64_t n, int parts, int k, int64_t *b, int64_t *e) {
     *e = n * (k + 1) / parts;
 }
 
+/* Workers spin briefly before sleeping: blocks follow each other within
+ * microseconds, and a condition-variable wake-up costs more than that. */
+#ifndef FZ_SPIN
+#define FZ_SPIN 20000
+#endif
+
 static void *fz_worker(void *p) {
     int me = (int)(intptr_t)p;   /* 1 .. started */
-    uint64_t seen = 0;
-    fz_in_worker = 1;
-    pthread_mutex_lock(&fz_pool.mu);
+    uint64_t seen = fz_pool.start_gen[me];
+    fz_set_in_worker(1);
     for (;;) {
+        uint64_t g;
+        for (int i = 0; i < FZ_SPIN; i++) {
+            g = __atomic_load_n(&fz_pool.generation, __ATOMIC_ACQUIRE);
+            if (g != seen || __atomic_load_n(&fz_pool.stop, __ATOMIC_ACQUIRE)) break;
+        }
+        pthread_mutex_lock(&fz_pool.mu);
         while (!fz_pool.stop && fz_pool.generation == seen)
             pthread_cond_wait(&fz_pool.wake, &fz_pool.mu);
-        if (fz_pool.stop) break;
+        int stop = fz_pool.stop;
         seen = fz_pool.generation;
-        if (me < fz_pool.job_threads) {
-            fz_task_fn fn = fz_pool.fn;
-            void *arg = fz_pool.arg;
+        fz_task_fn fn = fz_pool.fn;
+        void *arg = fz_pool.arg;
+        int64_t n = fz_pool.n;
+        int parts = fz_pool.job_threads;
+        pthread_mutex_unlock(&fz_pool.mu);
+        if (stop) break;
+        if (me < parts) {
             int64_t b, e;
-            fz_chunk(fz_pool.n, fz_pool.job_threads, me, &b, &e);
-            pthread_mutex_unlock(&fz_pool.mu);
+            fz_chunk(n, parts, me, &b, &e);
             if (e > b) fn(arg, b, e);
-            pthread_mutex_lock(&fz_pool.mu);
-            if (--fz_pool.pending == 0) pthread_cond_signal(&fz_pool.done);
+            if (__atomic_sub_fetch(&fz_pool.pending, 1, __ATOMIC_ACQ_REL) == 0) {
+                pthread_mutex_lock(&fz_pool.mu);
+                pthread_cond_signal(&fz_pool.done);
+                pthread_mutex_unlock(&fz_pool.mu);
+            }
         }
     }
-    pthread_mutex_unlock(&fz_pool.mu);
     return NULL;
 }
 
@@ -107,27 +138,67 @@ static void fz_parallel_for(int64_t n, fz_task_fn fn, void *arg) {
     if (n <= 0) return;
     int t = fz_get_threads();
     if (t > n) t = (int)n;
-    if (t <= 1 || fz_in_worker) { fn(arg, 0, n); return; }
+    if (t <= 1 || fz_get_in_worker()) { fn(arg, 0, n); return; }
     pthread_mutex_lock(&fz_pool.mu);
     while (fz_pool.started < t - 1) {
+        fz_pool.start_gen[fz_pool.started + 1] = fz_pool.generation;
         if (pthread_create(&fz_pool.tid[fz_pool.started], NULL, fz_worker,
                            (void *)(intptr_t)(fz_pool.started + 1)) != 0) break;
         fz_pool.started++;
     }
     if (fz_pool.started < t - 1) t = fz_pool.started + 1;
     fz_pool.fn = fn; fz_pool.arg = arg; fz_pool.n = n; fz_pool.job_threads = t;
-    fz_pool.pending = t - 1;
-    fz_pool.generation++;
+    __atomic_store_n(&fz_pool.pending, t - 1, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&fz_pool.generation, 1, __ATOMIC_ACQ_REL);
     pthread_cond_broadcast(&fz_pool.wake);
     pthread_mutex_unlock(&fz_pool.mu);
     int64_t b, e;
     fz_chunk(n, t, 0, &b, &e);
-    fz_in_worker = 1;
+    fz_set_in_worker(1);
     if (e > b) fn(arg, b, e);
-    fz_in_worker = 0;
-    pthread_mutex_lock(&fz_pool.mu);
-    while (fz_pool.pending > 0) pthread_cond_wait(&fz_pool.done, &fz_pool.mu);
-    pthread_mutex_unlock(&fz_pool.mu);
+    fz_set_in_worker(0);
+    for (int i = 0; i < FZ_SPIN && __atomic_load_n(&fz_pool.pending, __ATOMIC_ACQUIRE) > 0; i++) {}
+    if (__atomic_load_n(&fz_pool.pending, __ATOMIC_ACQUIRE) > 0) {
+        pthread_mutex_lock(&fz_pool.mu);
+        while (__atomic_load_n(&fz_pool.pending, __ATOMIC_ACQUIRE) > 0)
+            pthread_cond_wait(&fz_pool.done, &fz_pool.mu);
+        pthread_mutex_unlock(&fz_pool.mu);
+    }
+}
+
+/* ------------------------------------------------- run-time shaped tensors */
+/* Tensors with a data-dependent dim are stored with the capacity's strides
+ * (padded); opaque kernels read and write compact row-major data. These move
+ * between the two layouts (they differ only when a dim after the first is
+ * smaller than its capacity). */
+static int64_t fz_padded_offset(int64_t flat, int rank, const int64_t *actual, const int64_t *cap) {
+    int64_t off = 0, stride = 1;
+    for (int d = rank - 1; d >= 0; d--) {
+        int64_t n = actual[d] > 0 ? actual[d] : 1;
+        off += (flat % n) * stride;
+        flat /= n;
+        stride *= cap[d];
+    }
+    return off;
+}
+
+/* in place: compact -> padded (backwards, so nothing is overwritten before it moves) */
+static void fz_repad(void *data, int64_t elem, int rank, const int64_t *actual, const int64_t *cap) {
+    int64_t n = 1;
+    for (int d = 0; d < rank; d++) n *= actual[d];
+    char *p = (char *)data;
+    for (int64_t i = n - 1; i >= 0; i--) {
+        int64_t o = fz_padded_offset(i, rank, actual, cap);
+        if (o != i) memmove(p + o * elem, p + i * elem, (size_t)elem);
+    }
+}
+
+/* padded src -> compact dst */
+static void fz_compact(const void *src, void *dst, int64_t elem, int rank, const int64_t *actual, const int64_t *cap) {
+    int64_t n = 1;
+    for (int d = 0; d < rank; d++) n *= actual[d];
+    for (int64_t i = 0; i < n; i++)
+        memcpy((char *)dst + i * elem, (const char *)src + fz_padded_offset(i, rank, actual, cap) * elem, (size_t)elem);
 }
 
 /* --------------------------------------------------------------- scalars */

@@ -84,6 +84,18 @@ def rules():
              when=nonneg_const("L"), proof="numeric", note="needs L >= 0 (checked)",
              example={"values": {"L": np.float32(0.0), "H": np.float32(6.0)}}),
     ]
+    # A scalar scale moves towards the producer through reshaping and
+    # transposing (same cost), where it can fold into a MatMul/Conv weight.
+    out += [
+        Rule("transpose-mul-scalar", F, ("Mul", ("Transpose", "A", {"perm": "$p"}), "C"),
+             ("Transpose", ("Mul", "A", "C"), {"perm": "$p"}), scalars=("C",), canonical=True,
+             example={"shapes": {"A": (2, 3)}, "attrs": {"$p": [1, 0]}},
+             doc="Transpose(A)*c -> Transpose(A*c): the scale moves towards a foldable producer"),
+        Rule("reshape-mul-scalar", F, ("Mul", ("Reshape", "A", "S", {"allowzero": "$z"}), "C"),
+             ("Reshape", ("Mul", "A", "C"), "S", {"allowzero": "$z"}), scalars=("C",), consts=("S",), canonical=True,
+             example={"shapes": {"A": (2, 3)}, "values": {"S": np.array([3, 2])}, "attrs": {"$z": 0}},
+             doc="Reshape(A)*c -> Reshape(A*c)"),
+    ]
     # Sums and means commute with sign and with constant scaling.
     for R in ("ReduceSum", "ReduceMean"):
         r = R.lower()

@@ -107,6 +107,42 @@ def _mm_div(b, m):
     return b.op("MatMul", m["A"], b.op("Div", m["W"], _vec(b, m["C"])))
 
 
+def _mm_bias_ok(m):
+    return _mm_pc(m) and per_channel(m["B"], m["Y"].rank, m["Y"].rank - 1, m["W"].shape[-1])
+
+
+def _mm_bias_mul(b, m):
+    c = _vec(b, m["C"])
+    return b.op("Add", b.op("MatMul", m["A"], b.op("Mul", m["W"], c)), b.op("Mul", m["B"], m["C"]))
+
+
+def _gemm_pc(m):
+    return m["Y"].rank == 2 and per_channel(m["D"], 2, 1, m["Y"].shape[-1])
+
+
+def _gemm_mul(b, m):
+    g = m["Y"].producer
+    d = _vec(b, m["D"])
+    w = m["W"]
+    # Output columns are W's columns, or its rows when transB=1.
+    wd = b.op("Reshape", d, b.ints([-1, 1])) if g.attrs.get("transB", 0) else d
+    c = b.op("Mul", m["C"], d) if m.get("C") is not None else None
+    return b.op("Gemm", m["A"], b.op("Mul", w, wd), c, **dict(g.attrs))
+
+
+def _gemm_add(b, m):
+    g = m["Y"].producer
+    beta = float(g.attrs.get("beta", 1.0))
+    d = _vec(b, m["D"])
+    if beta != 1.0:
+        d = b.op("Mul", d, b.lit(1.0 / beta, m["D"]))
+    c = b.op("Add", m["C"], d) if m.get("C") is not None else d
+    attrs = dict(g.attrs)
+    if m.get("C") is None:
+        attrs["beta"] = 1.0
+    return b.op("Gemm", m["A"], m["W"], c, **attrs)
+
+
 def _swap_last(p, rank):
     return list(p) == list(range(rank - 2)) + [rank - 1, rank - 2]
 
@@ -178,6 +214,10 @@ def rules():
              example=dict(MM_EX), doc="MatMul(A,W)*c -> MatMul(A, W*c), c per output column or scalar"),
         Rule("matmul-div", F, ("Div", mm, "C"), _mm_div, consts=("W", "C"), when=_mm_pc, exact=False, note=SCALE,
              example=dict(MM_EX, range={"C": (0.5, 2.0)}), doc="MatMul(A,W)/c -> MatMul(A, W/c)"),
+        Rule("matmul-bias-mul", F, ("Mul", ("Add", mm, "B"), "C"), _mm_bias_mul, consts=("W", "B", "C"),
+             when=_mm_bias_ok, exact=False, note=SCALE,
+             example={"shapes": {"A": (2, 3, 4), "W": (4, 5), "B": (5,), "C": (5,)}, "consts": ("W", "B", "C")},
+             doc="(MatMul(A,W)+b)*c -> MatMul(A, W*c) + b*c: the scale disappears into the weights"),
         Rule("matmul-scale-left", F, ("Mul", ("MatMul", "A", "B"), "C"), ("MatMul", ("Mul", "A", "C"), "B"),
              scalars=("C",), exact=False, note=SCALE,
              example={"shapes": {"A": (2, 6, 2), "B": (2, 6), "C": ()}},
@@ -190,6 +230,14 @@ def rules():
              ("Transpose", ("MatMul", "B", "A"), {"perm": "$p"}), when=_tt_ok,
              example={"shapes": {"A": (3, 2), "B": (4, 3)}, "attrs": {"$p": [1, 0], "$q": [1, 0]}},
              doc="MatMul(A^T, B^T) -> (B A)^T: one Transpose instead of two"),
+        Rule("gemm-mul", F, ("Mul", ("Gemm", "A", "W", "C", {"@": "Y"}), "D"), _gemm_mul, consts=("W", "D"),
+             when=_gemm_pc, requires=("Gemm",), exact=False, note=SCALE,
+             example={"shapes": {"A": (2, 3), "W": (3, 4), "C": (4,), "D": (4,)}, "consts": ("W", "C", "D")},
+             doc="Gemm(A,W,C)*d -> Gemm(A, W*d, C*d), d per output column or scalar"),
+        Rule("gemm-add", F, ("Add", ("Gemm", "A", "W", "C", {"@": "Y"}), "D"), _gemm_add, consts=("D",),
+             when=_gemm_pc, requires=("Gemm",), exact=False, note="the bias is added in a different order",
+             example={"shapes": {"A": (2, 3), "W": (3, 4), "C": (4,), "D": (4,)}, "consts": ("W", "C", "D")},
+             doc="Gemm(A,W,C)+d -> Gemm(A, W, C + d/beta)"),
         Rule("gemm-transpose-a", F, ("Gemm", ("Transpose", "X", {"perm": [1, 0]}), "B", "C"), _gemm_t("transA"),
              requires=("Gemm",), example={"shapes": {"X": (3, 2), "B": (3, 4), "C": (4,)}},
              doc="Gemm(X^T, B) -> Gemm(X, B, transA=1)"),

@@ -1,0 +1,579 @@
+"""The LLVM IR printer: loop-nest Functions (fusion/codegen/loops.py) as llvmlite IR.
+
+Spelling only, like the C printer (cprint.py): the same statements, the same
+expression semantics. Where C relies on fz_runtime.h helpers (floor division,
+NaN-propagating max, NaN-safe float->int), the IR spells them inline:
+
+* integer `div`/`floordiv`/`mod`/`fmod` divide by a guarded divisor (x/0 is 0,
+  as the C helpers do; LLVM's sdiv by zero would be undefined behaviour);
+* float->int casts use llvm.fptosi.sat (NaN -> 0, out of range saturates);
+* max/min keep NaN ((a > b || a != a) ? a : b);
+* math calls go to LLVM intrinsics where the intrinsics table names one, to
+  libm (expf, erff, tanhf...) otherwise.
+
+Vectorization is left to LLVM's loop and SLP vectorizers (O3): buffer
+parameters are `noalias` (C's restrict), and float sum/prod accumulators carry
+the `reassoc` flag, which is what `#pragma omp simd reduction` grants the C
+compiler; nothing else is reassociated.
+
+Each Function becomes two symbols: `NAME_range(buffers..., syms..., begin, end)`
+(internal, always inlined) and `NAME_task(i64 *slots, begin, end)`, which takes
+its buffer addresses and run-time extents from one array of 64-bit slots, so a
+caller (the model's run function, the thread runtime) needs one signature.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from fusion.errors import UnsupportedOpError
+from fusion.ir import expr as E
+from fusion.ir.intrinsics import INTRINSICS
+from fusion.codegen.loops import Decl, Function, Let, Loop, Raw, Store, Sym, Temp, Update
+
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+VOID = ir.VoidType()
+SLOTS = I64.as_pointer()
+TASK_TYPE = ir.FunctionType(VOID, [SLOTS, I64, I64])
+
+_FLOAT = {"float32": ir.FloatType(), "float64": ir.DoubleType(), "float16": ir.HalfType()}
+_INT_BITS = {"int8": 8, "int16": 16, "int32": 32, "int64": 64, "uint8": 8, "uint16": 16, "uint32": 32,
+             "uint64": 64}
+DTYPES = tuple(_FLOAT) + tuple(_INT_BITS) + ("bool",)
+
+# C's comparison operators on floats: ordered, except != (true when unordered).
+_FCMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+REASSOC = ("reassoc", "nsz")   # what `omp simd reduction` allows the C compiler
+
+
+def is_float(dt: str) -> bool:
+    return dt in _FLOAT
+
+
+def is_unsigned(dt: str) -> bool:
+    return dt.startswith("uint") or dt == "bool"
+
+
+def value_type(dt: str) -> ir.Type:
+    """The SSA type of a value (bool is i1)."""
+    if dt in _FLOAT:
+        return _FLOAT[dt]
+    if dt in _INT_BITS:
+        return ir.IntType(_INT_BITS[dt])
+    if dt == "bool":
+        return I1
+    raise UnsupportedOpError(f"element type {dt} is not supported by the LLVM backend")
+
+
+def memory_type(dt: str) -> ir.Type:
+    """The in-memory type of an element (bool is a byte, as in C and numpy)."""
+    return I8 if dt == "bool" else value_type(dt)
+
+
+def _const(value, dt: str) -> ir.Constant:
+    t = value_type(dt)
+    if dt == "bool":
+        return ir.Constant(I1, int(bool(value)))
+    if is_float(dt):
+        return ir.Constant(t, float(value))
+    v = int(value)
+    bits = _INT_BITS[dt]
+    return ir.Constant(t, v & ((1 << bits) - 1) if v < 0 else v)
+
+
+class FunctionLowering:
+    """One loops.Function -> `NAME_range` and `NAME_task` in `module`."""
+
+    def __init__(self, module: ir.Module, fn: Function):
+        if fn.raw_body is not None or fn.functions:
+            raise UnsupportedOpError(f"block {fn.name}: its kernel is target text (C); the LLVM backend prints "
+                                     f"plain loop nests only")
+        self.m, self.fn = module, fn
+        self.syms = sorted(_syms(fn))
+        self.shapes = {b.name: tuple(b.shape) for b in fn.buffers}
+        self.btypes = {b.name: b.dtype for b in fn.buffers}
+        self.env: dict[str, ir.Value] = {}      # loop vars, lets, syms, buffers
+        self.accs: dict[str, ir.Value] = {}     # accumulator allocas
+        self.memo: list[dict] = []              # per-scope CSE of expressions
+
+    # ------------------------------------------------------------ functions
+    def lower(self) -> ir.Function:
+        fn = self.fn
+        params = [memory_type(b.dtype).as_pointer() for b in fn.buffers] + [I64] * len(self.syms) + [I64, I64]
+        rng = ir.Function(self.m, ir.FunctionType(VOID, params), f"{fn.name}_range")
+        rng.linkage = "internal"
+        rng.attributes.add("alwaysinline")
+        rng.attributes.add("nounwind")
+        for k, b in enumerate(fn.buffers):
+            rng.args[k].add_attribute("noalias")
+            self.env["buf:" + b.name] = rng.args[k]
+        for k, s in enumerate(self.syms):
+            self.env["sym:" + s] = rng.args[len(fn.buffers) + k]
+        begin, end = rng.args[-2], rng.args[-1]
+        self.func = rng
+        self.entry = rng.append_basic_block("entry")
+        body = rng.append_basic_block("body")
+        self.b = ir.IRBuilder(body)
+        self.memo = [{}]
+        for s in fn.prelude:
+            self.stmt(s)
+        strides = self._strides()
+        outer = list(zip(fn.outer, fn.outer_extents, strides))
+
+        def point(p):
+            for k, (v, ext, st) in enumerate(outer):
+                q = p if st is None else self.b.sdiv(p, st)
+                if k > 0:
+                    q = self.b.srem(q, self.ext(ext))
+                self.env["var:" + v.name] = q
+            for s in fn.body:
+                self.stmt(s)
+
+        self._loop_from(begin, end, point)
+        self.b.ret_void()
+        ir.IRBuilder(self.entry).branch(body)
+
+        task = ir.Function(self.m, TASK_TYPE, f"{fn.name}_task")
+        task.attributes.add("nounwind")
+        # Kept out of line: inlined into a segment its range becomes constant
+        # and O3 unrolls whole tensors (big code, slow codegen, no gain).
+        task.attributes.add("noinline")
+        tb = ir.IRBuilder(task.append_basic_block("entry"))
+        slots, tbeg, tend = task.args
+        args = []
+        for k, b in enumerate(fn.buffers):
+            raw = tb.load(tb.gep(slots, [ir.Constant(I64, k)]))
+            args.append(tb.inttoptr(raw, params[k]))
+        for k in range(len(self.syms)):
+            args.append(tb.load(tb.gep(slots, [ir.Constant(I64, len(fn.buffers) + k)])))
+        tb.call(rng, args + [tbeg, tend])
+        tb.ret_void()
+        return task
+
+    def slot_layout(self) -> list[tuple[str, str]]:
+        """What each slot of NAME_task's array holds: ("buf", name) or ("sym", name)."""
+        return [("buf", b.name) for b in self.fn.buffers] + [("sym", s) for s in self.syms]
+
+    def total(self, b: ir.IRBuilder, sym_value) -> ir.Value:
+        """prod(outer extents) at run time; sym_value(name) gives a Sym's i64."""
+        n = ir.Constant(I64, 1)
+        for ext in self.fn.outer_extents:
+            n = b.mul(n, ir.Constant(I64, ext) if isinstance(ext, int) else _sym_expr(b, ext, sym_value))
+        return n
+
+    def _strides(self) -> list:
+        """Stride of each outer var in the flattened range (None for 1)."""
+        out, acc = [], None
+        for ext in reversed(self.fn.outer_extents):
+            out.append(acc)
+            e = self.ext(ext)
+            acc = e if acc is None else self.b.mul(acc, e)
+        out.reverse()
+        return out
+
+    def ext(self, ext) -> ir.Value:
+        if isinstance(ext, int):
+            return ir.Constant(I64, ext)
+        return self.cast_to(self.ev(E.wrap(ext)), E.wrap(ext).dtype, "int64")
+
+    def _loop_from(self, start, stop, body_fn, name: str = "p") -> None:
+        """for (i = start; i < stop; ++i) body_fn(i)."""
+        b = self.b
+        pre = b.block
+        head = self.func.append_basic_block(f"{name}.head")
+        loop = self.func.append_basic_block(f"{name}.body")
+        done = self.func.append_basic_block(f"{name}.done")
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64, name)
+        i.add_incoming(start, pre)
+        b.cbranch(b.icmp_signed("<", i, stop), loop, done)
+        b.position_at_end(loop)
+        self.memo.append({})
+        body_fn(i)
+        self.memo.pop()
+        nxt = b.add(i, ir.Constant(I64, 1), flags=["nsw"])
+        i.add_incoming(nxt, b.block)
+        b.branch(head)
+        b.position_at_end(done)
+
+    # ----------------------------------------------------------- statements
+    def stmt(self, s) -> None:
+        b = self.b
+        if isinstance(s, Let):
+            v = self.ev(s.value)
+            self.env["tmp:" + s.temp.name] = self.cast_to(v, s.value.dtype, s.temp.dtype)
+        elif isinstance(s, Decl):
+            ptr = self.accs.get(s.temp.name)
+            if ptr is None:
+                ptr = ir.IRBuilder(self.entry).alloca(value_type(s.temp.dtype), name=s.temp.name)
+                self.accs[s.temp.name] = ptr
+            b.store(self.cast_to(self.ev(s.init), s.init.dtype, s.temp.dtype), ptr)
+        elif isinstance(s, Update):
+            self.update(s)
+        elif isinstance(s, Store):
+            v = self.cast_to(self.ev(s.value), s.value.dtype, s.dtype)
+            if s.dtype == "bool":
+                v = b.zext(v, I8)
+            ptr = b.gep(self.env["buf:" + s.buffer], [self.index(s.index)], inbounds=True)
+            b.store(v, ptr)
+        elif isinstance(s, Loop):
+            def body(i, s=s):
+                self.env["var:" + s.var.name] = i
+                for x in s.body:
+                    self.stmt(x)
+            self._loop_from(ir.Constant(I64, 0), self.ext(s.extent), body, name=s.var.name)
+        elif isinstance(s, Raw):
+            raise UnsupportedOpError(f"block {self.fn.name}: raw C text cannot be printed as LLVM IR")
+        else:
+            raise TypeError(f"cannot print statement {type(s).__name__}")
+
+    def update(self, s: Update) -> None:
+        b = self.b
+        dt = s.temp.dtype
+        ptr = self.accs[s.temp.name]
+        acc = b.load(ptr)
+        v = self.cast_to(self.ev(s.value), s.value.dtype, dt)
+        f = is_float(dt)
+        if s.op == "sum":
+            r = b.fadd(acc, v, flags=REASSOC) if f else b.add(acc, v)
+        elif s.op == "prod":
+            r = b.fmul(acc, v, flags=REASSOC) if f else b.mul(acc, v)
+        elif s.op in ("max", "min"):
+            r = self.maxmin(s.op, acc, v, dt)
+        elif s.op == "any":
+            r = b.or_(acc, v)
+        elif s.op == "all":
+            r = b.and_(acc, v)
+        elif s.op in ("argmax", "argmin"):
+            cmp = ">" if s.op == "argmax" else "<"
+            better = b.fcmp_ordered(cmp, v, acc) if f else self._icmp(cmp, v, acc, dt)
+            r = b.select(better, v, acc)
+            pptr = self.accs[s.pos_temp.name]
+            pos = self.cast_to(self.ev(s.pos), s.pos.dtype, s.pos_temp.dtype)
+            b.store(b.select(better, pos, b.load(pptr)), pptr)
+        else:
+            raise TypeError(f"unknown accumulator op {s.op}")
+        b.store(r, ptr)
+
+    # ---------------------------------------------------------- expressions
+    def index(self, e: E.Expr) -> ir.Value:
+        return self.cast_to(self.ev(e), e.dtype, "int64")
+
+    def ev(self, e: E.Expr) -> ir.Value:
+        if isinstance(e, E.Const):
+            return _const(e.value, e.dtype)
+        if isinstance(e, Temp) and e.name in self.accs:
+            return self.b.load(self.accs[e.name])   # accumulators change: never reuse a load
+        for scope in reversed(self.memo):
+            hit = scope.get(e)
+            if hit is not None:
+                return hit
+        v = self._ev(e)
+        self.memo[-1][e] = v
+        return v
+
+    def _ev(self, e: E.Expr) -> ir.Value:
+        b = self.b
+        if isinstance(e, E.Var):
+            return self.env["var:" + e.name]
+        if isinstance(e, Temp):
+            if e.name in self.accs:
+                return b.load(self.accs[e.name])
+            return self.env["tmp:" + e.name]
+        if isinstance(e, Sym):
+            return self.env["sym:" + e.name]
+        if isinstance(e, E.Load):
+            flat = E.linearize(list(e.index), self.shapes[e.slot])
+            ptr = b.gep(self.env["buf:" + e.slot], [self.index(flat)], inbounds=True)
+            v = b.load(ptr)
+            if self.btypes[e.slot] == "bool":
+                v = b.icmp_unsigned("!=", v, ir.Constant(I8, 0))
+            return self.cast_to(v, self.btypes[e.slot], e.dtype)
+        if isinstance(e, E.Bin):
+            return self.binary(e)
+        if isinstance(e, E.Un):
+            a = self.ev(e.a)
+            if e.op == "neg":
+                return b.fneg(a) if is_float(e.a.dtype) else b.sub(ir.Constant(a.type, 0), a)
+            if e.op == "not":
+                return b.xor(self.truth(a, e.a.dtype), ir.Constant(I1, 1))
+            if e.op == "bitnot":
+                return b.xor(a, ir.Constant(a.type, -1 if a.type.width > 1 else 1))
+            raise TypeError(e.op)
+        if isinstance(e, E.Call):
+            return self.call(e)
+        if isinstance(e, E.Select):
+            c = self.truth(self.ev(e.cond), e.cond.dtype)
+            x = self.ev(e.a)
+            y = self.cast_to(self.ev(e.b), e.b.dtype, e.a.dtype)
+            return b.select(c, x, y)
+        if isinstance(e, E.Cast):
+            return self.cast_to(self.ev(e.a), e.a.dtype, e.dtype)
+        if isinstance(e, E.Reduce):
+            raise AssertionError("reductions are scheduled into loops before printing")
+        raise TypeError(f"cannot print {type(e).__name__}")
+
+    def truth(self, v: ir.Value, dt: str) -> ir.Value:
+        return self.cast_to(v, dt, "bool")
+
+    def _icmp(self, op: str, a, b_, dt: str):
+        return (self.b.icmp_unsigned if is_unsigned(dt) else self.b.icmp_signed)(op, a, b_)
+
+    def maxmin(self, op: str, a, c, dt: str):
+        b = self.b
+        cmp = ">" if op == "max" else "<"
+        if is_float(dt):
+            # NaN in either operand gives NaN (as fz_max_f32 and numpy).
+            keep = b.or_(b.fcmp_ordered(cmp, a, c), b.fcmp_unordered("!=", a, a))
+        else:
+            keep = self._icmp(cmp, a, c, dt)
+        return b.select(keep, a, c)
+
+    def binary(self, e: E.Bin) -> ir.Value:
+        b = self.b
+        op, dt = e.op, e.a.dtype
+        x = self.ev(e.a)
+        y = self.cast_to(self.ev(e.b), e.b.dtype, dt) if op not in ("shl", "shr") else self.ev(e.b)
+        if op in ("shl", "shr") and y.type != x.type:
+            y = self.cast_to(y, e.b.dtype, dt)
+        f = is_float(dt)
+        if op in ("and", "or", "xor"):
+            x, y = self.truth(x, dt), self.truth(y, dt)
+            return {"and": b.and_, "or": b.or_, "xor": b.xor}[op](x, y)
+        if op in _FCMP:
+            if f:
+                return (b.fcmp_unordered if op == "ne" else b.fcmp_ordered)(_FCMP[op], x, y)
+            return self._icmp(_FCMP[op], x, y, dt)
+        if op in ("add", "sub", "mul"):
+            if f:
+                return {"add": b.fadd, "sub": b.fsub, "mul": b.fmul}[op](x, y)
+            return {"add": b.add, "sub": b.sub, "mul": b.mul}[op](x, y)
+        if op in ("max", "min"):
+            return self.maxmin(op, x, y, dt)
+        if op == "bitand":
+            return b.and_(x, y)
+        if op == "bitor":
+            return b.or_(x, y)
+        if op == "bitxor":
+            return b.xor(x, y)
+        if op == "shl":
+            return b.shl(x, y)
+        if op == "shr":
+            return b.lshr(x, y) if is_unsigned(dt) else b.ashr(x, y)
+        if f:
+            if op == "div":
+                return b.fdiv(x, y)
+            if op == "floordiv":
+                return self.intrinsic("llvm.floor", [b.fdiv(x, y)])
+            if op == "fmod":
+                return b.frem(x, y)
+            if op == "mod":
+                r = b.frem(x, y)
+                zero = ir.Constant(x.type, 0.0)
+                fix = b.and_(b.fcmp_unordered("!=", r, zero),
+                             b.xor(b.fcmp_ordered("<", r, zero), b.fcmp_ordered("<", y, zero)))
+                return b.select(fix, b.fadd(r, y), r)
+            if op == "pow":
+                return self.intrinsic("llvm.pow", [x, y])
+        else:
+            return self.int_div(op, x, y, dt, e)
+        raise UnsupportedOpError(f"binary op {op} on {dt} is not supported by the LLVM backend")
+
+    def int_div(self, op: str, x, y, dt: str, e: E.Bin):
+        b = self.b
+        t = x.type
+        zero, one = ir.Constant(t, 0), ir.Constant(t, 1)
+        uns = is_unsigned(dt)
+        if op == "pow":
+            return b.call(self.ipow(t, uns), [x, y])
+        nonneg = E.bounds(e.a)[0] >= 0 and isinstance(e.b, E.Const) and e.b.value > 0
+        if nonneg or (uns and isinstance(e.b, E.Const) and e.b.value > 0):
+            if op in ("div", "floordiv"):
+                return b.udiv(x, y) if uns or nonneg else b.sdiv(x, y)
+            if op in ("mod", "fmod"):
+                return b.urem(x, y) if uns or nonneg else b.srem(x, y)
+        # x / 0 is 0 (the C helpers' convention), never undefined behaviour.
+        isz = b.icmp_unsigned("==", y, zero)
+        sy = b.select(isz, one, y)
+        if uns:
+            q = b.udiv(x, sy) if op in ("div", "floordiv") else b.urem(x, sy)
+            return b.select(isz, zero, q)
+        q, r = b.sdiv(x, sy), b.srem(x, sy)
+        if op == "div":
+            res = q
+        elif op == "fmod":
+            res = r
+        elif op == "floordiv":
+            fix = b.and_(b.icmp_signed("!=", r, zero),
+                         b.xor(b.icmp_signed("<", x, zero), b.icmp_signed("<", y, zero)))
+            res = b.select(fix, b.sub(q, one), q)
+        elif op == "mod":
+            fix = b.and_(b.icmp_signed("!=", r, zero),
+                         b.xor(b.icmp_signed("<", r, zero), b.icmp_signed("<", y, zero)))
+            res = b.select(fix, b.add(r, y), r)
+        else:
+            raise UnsupportedOpError(f"binary op {op} on {dt} is not supported by the LLVM backend")
+        return b.select(isz, zero, res)
+
+    def ipow(self, t: ir.IntType, uns: bool) -> ir.Function:
+        """Integer power by squaring (negative exponents: 1 for base 1, else 0, like fz_pow_*)."""
+        name = f"fz_pow_{'u' if uns else 'i'}{t.width}"
+        if name in self.m.globals:
+            return self.m.globals[name]
+        f = ir.Function(self.m, ir.FunctionType(t, [t, t]), name)
+        f.linkage = "internal"
+        a, n = f.args
+        entry, loop, done, neg = (f.append_basic_block(x) for x in ("entry", "loop", "done", "neg"))
+        b = ir.IRBuilder(entry)
+        zero, one = ir.Constant(t, 0), ir.Constant(t, 1)
+        isneg = b.icmp_signed("<", n, zero) if not uns else ir.Constant(I1, 0)
+        b.cbranch(isneg, neg, loop)
+        b.position_at_end(neg)
+        b.ret(b.select(b.icmp_signed("==", a, one), one, zero))
+        b.position_at_end(loop)
+        r = b.phi(t)
+        base = b.phi(t)
+        k = b.phi(t)
+        r.add_incoming(one, entry)
+        base.add_incoming(a, entry)
+        k.add_incoming(n, entry)
+        odd = b.icmp_unsigned("!=", b.and_(k, one), zero)
+        r2 = b.select(odd, b.mul(r, base), r)
+        base2 = b.mul(base, base)
+        k2 = b.lshr(k, one)
+        r.add_incoming(r2, loop)
+        base.add_incoming(base2, loop)
+        k.add_incoming(k2, loop)
+        b.cbranch(b.icmp_unsigned("!=", k2, zero), loop, done)
+        b.position_at_end(done)
+        b.ret(r2)
+        return f
+
+    def intrinsic(self, base: str, args: list) -> ir.Value:
+        t = args[0].type
+        suffix = {"float": "f32", "double": "f64", "half": "f16"}[str(t)]
+        name = f"{base}.{suffix}"
+        fn = self.m.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.m, ir.FunctionType(t, [t] * len(args)), name)
+        return self.b.call(fn, args)
+
+    def libm(self, name: str, t: ir.Type, args: list) -> ir.Value:
+        fn = self.m.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.m, ir.FunctionType(t, [t] * len(args)), name)
+            fn.attributes.add("nounwind")
+        return self.b.call(fn, args)
+
+    def call(self, e: E.Call) -> ir.Value:
+        b = self.b
+        dt = e.args[0].dtype
+        args = [self.cast_to(self.ev(a), a.dtype, dt) for a in e.args]
+        if e.fn == "isnan":
+            if not is_float(dt):
+                return ir.Constant(I1, 0)
+            return b.fcmp_unordered("!=", args[0], args[0])
+        if e.fn == "isinf":
+            if not is_float(dt):
+                return ir.Constant(I1, 0)
+            a = self.intrinsic("llvm.fabs", args)
+            return b.fcmp_ordered("==", a, ir.Constant(a.type, float("inf")))
+        intr = INTRINSICS.get(e.fn)
+        if intr is None:
+            raise UnsupportedOpError(f"math function '{e.fn}' is not supported by the LLVM backend")
+        if not is_float(dt):
+            if e.fn == "abs":
+                x = args[0]
+                if is_unsigned(dt):
+                    return x
+                return b.select(b.icmp_signed("<", x, ir.Constant(x.type, 0)), b.sub(ir.Constant(x.type, 0), x), x)
+            # As C: ((T)f((double)x)).
+            d = [self.cast_to(a, dt, "float64") for a in args]
+            r = self.libm(intr.c_double, ir.DoubleType(), d)
+            return self.cast_to(r, "float64", e.dtype)
+        work = "float32" if dt == "float16" else dt   # half computes in float, as C's _Float16 promotion
+        wargs = [self.cast_to(a, dt, work) for a in args]
+        if intr.llvm:
+            r = self.intrinsic(intr.llvm, wargs)
+        else:
+            r = self.libm(intr.c_double if work == "float64" else intr.c_float, value_type(work), wargs)
+        return self.cast_to(r, work, e.dtype)
+
+    # ---------------------------------------------------------------- casts
+    def cast_to(self, v: ir.Value, src: str, dst: str) -> ir.Value:
+        if src == dst:
+            return v
+        b = self.b
+        t = value_type(dst)
+        if dst == "bool":
+            if is_float(src):
+                return b.fcmp_unordered("!=", v, ir.Constant(v.type, 0.0))
+            return b.icmp_unsigned("!=", v, ir.Constant(v.type, 0))
+        if src == "bool":
+            return b.uitofp(v, t) if is_float(dst) else b.zext(v, t)
+        if is_float(src) and is_float(dst):
+            wa, wb = _fbits(src), _fbits(dst)
+            return b.fpext(v, t) if wb > wa else b.fptrunc(v, t)
+        if is_float(src):
+            # NaN -> 0, out of range saturates (C's fz_f2* give 0 for NaN).
+            base = "llvm.fptoui.sat" if is_unsigned(dst) else "llvm.fptosi.sat"
+            name = f"{base}.i{t.width}.{ {'float': 'f32', 'double': 'f64', 'half': 'f16'}[str(v.type)] }"
+            fn = self.m.globals.get(name)
+            if fn is None:
+                fn = ir.Function(self.m, ir.FunctionType(t, [v.type]), name)
+            return b.call(fn, [v])
+        if is_float(dst):
+            return b.uitofp(v, t) if is_unsigned(src) else b.sitofp(v, t)
+        ws, wd = v.type.width, t.width
+        if wd == ws:
+            return v
+        if wd < ws:
+            return b.trunc(v, t)
+        return b.zext(v, t) if is_unsigned(src) else b.sext(v, t)
+
+
+def _fbits(dt: str) -> int:
+    return {"float16": 16, "float32": 32, "float64": 64}[dt]
+
+
+def _syms(fn: Function) -> set[str]:
+    found = set()
+
+    def expr(e):
+        for x in E.walk(E.wrap(e)):
+            if isinstance(x, Sym):
+                found.add(x.name)
+
+    for ext in fn.outer_extents:
+        if not isinstance(ext, int):
+            expr(ext)
+
+    def visit(stmts):
+        for s in stmts:
+            if isinstance(s, Loop):
+                if not isinstance(s.extent, int):
+                    expr(s.extent)
+                visit(s.body)
+            elif isinstance(s, (Let, Store, Update, Decl)):
+                for part in (getattr(s, "value", None), getattr(s, "init", None), getattr(s, "index", None),
+                             getattr(s, "pos", None)):
+                    if part is not None:
+                        expr(part)
+    visit(fn.prelude)
+    visit(fn.body)
+    return found
+
+
+def _sym_expr(b: ir.IRBuilder, e, sym_value) -> ir.Value:
+    """A run-time extent expression (Syms, constants, + and *) at the call site."""
+    e = E.wrap(e)
+    if isinstance(e, Sym):
+        return sym_value(e.name)
+    if isinstance(e, E.Const):
+        return ir.Constant(I64, int(e.value))
+    if isinstance(e, E.Bin) and e.op in ("add", "sub", "mul", "max", "min"):
+        x, y = _sym_expr(b, e.a, sym_value), _sym_expr(b, e.b, sym_value)
+        if e.op in ("max", "min"):
+            return b.select(b.icmp_signed(">" if e.op == "max" else "<", x, y), x, y)
+        return {"add": b.add, "sub": b.sub, "mul": b.mul}[e.op](x, y)
+    raise UnsupportedOpError(f"run-time extent {E.to_str(e)} is not supported by the LLVM backend")
