@@ -22,37 +22,9 @@ from fusion.backend import SuiteBackend, run_case, suite_cases
 
 NODE_PASS_BAR = 1400
 
-# Known failures, grouped by the op that fails (see docs/conformance.md for the reasons).
+# Known failures, grouped by the op that fails (docs/conformance.md gives the reasons).
 # Each one runs below as a non-strict xfail: an XPASS means it was fixed; drop it here.
 KNOWN_FAILURES = {
-    # (function body of reduce_l2_default_axes_keepdims_example)
-    "test_reduce_l2_default_axes_keepdims_example_expanded": "(function body of reduce_l2_default_axes_keepdims_example)",
-    # (function body of reduce_l2_default_axes_keepdims_random)
-    "test_reduce_l2_default_axes_keepdims_random_expanded": "(function body of reduce_l2_default_axes_keepdims_random)",
-    # (function body of reduce_l2_empty_set)
-    "test_reduce_l2_empty_set_expanded": "(function body of reduce_l2_empty_set)",
-    # (function body of reduce_l2_keep_dims_example)
-    "test_reduce_l2_keep_dims_example_expanded": "(function body of reduce_l2_keep_dims_example)",
-    # (function body of reduce_l2_keep_dims_random)
-    "test_reduce_l2_keep_dims_random_expanded": "(function body of reduce_l2_keep_dims_random)",
-    # (function body of reduce_l2_negative_axes_keep_dims_example)
-    "test_reduce_l2_negative_axes_keep_dims_example_expanded": "(function body of reduce_l2_negative_axes_keep_dims_example)",
-    # (function body of reduce_l2_negative_axes_keep_dims_random)
-    "test_reduce_l2_negative_axes_keep_dims_random_expanded": "(function body of reduce_l2_negative_axes_keep_dims_random)",
-    # (function body of reduce_log_sum_exp_default_axes_keepdims_example)
-    "test_reduce_log_sum_exp_default_axes_keepdims_example_expanded": "(function body of reduce_log_sum_exp_default_axes_keepdims_example)",
-    # (function body of reduce_log_sum_exp_default_axes_keepdims_random)
-    "test_reduce_log_sum_exp_default_axes_keepdims_random_expanded": "(function body of reduce_log_sum_exp_default_axes_keepdims_random)",
-    # (function body of reduce_log_sum_exp_empty_set)
-    "test_reduce_log_sum_exp_empty_set_expanded": "(function body of reduce_log_sum_exp_empty_set)",
-    # (function body of reduce_log_sum_exp_keepdims_example)
-    "test_reduce_log_sum_exp_keepdims_example_expanded": "(function body of reduce_log_sum_exp_keepdims_example)",
-    # (function body of reduce_log_sum_exp_keepdims_random)
-    "test_reduce_log_sum_exp_keepdims_random_expanded": "(function body of reduce_log_sum_exp_keepdims_random)",
-    # (function body of reduce_log_sum_exp_negative_axes_keepdims_example)
-    "test_reduce_log_sum_exp_negative_axes_keepdims_example_expanded": "(function body of reduce_log_sum_exp_negative_axes_keepdims_example)",
-    # (function body of reduce_log_sum_exp_negative_axes_keepdims_random)
-    "test_reduce_log_sum_exp_negative_axes_keepdims_random_expanded": "(function body of reduce_log_sum_exp_negative_axes_keepdims_random)",
     # Add
     "test_Softsign": "Add",
     "test_operator_add_broadcast": "Add",
@@ -60,11 +32,6 @@ KNOWN_FAILURES = {
     "test_operator_add_size1_right_broadcast": "Add",
     "test_operator_add_size1_singleton_broadcast": "Add",
     "test_operator_addconstant": "Add",
-    # AffineGrid
-    "test_affine_grid_2d": "AffineGrid",
-    "test_affine_grid_2d_align_corners": "AffineGrid",
-    "test_affine_grid_3d": "AffineGrid",
-    "test_affine_grid_3d_align_corners": "AffineGrid",
     # ArrayFeatureExtractor
     "test_ai_onnx_ml_array_feature_extractor": "ArrayFeatureExtractor",
     # BatchNormalization
@@ -72,37 +39,6 @@ KNOWN_FAILURES = {
     "test_batchnorm_example_training_mode": "BatchNormalization",
     # Binarizer
     "test_ai_onnx_ml_binarizer": "Binarizer",
-    # CastLike
-    "test_castlike_DOUBLE_to_FLOAT": "CastLike",
-    "test_castlike_DOUBLE_to_FLOAT16": "CastLike",
-    "test_castlike_FLOAT16_to_DOUBLE": "CastLike",
-    "test_castlike_FLOAT16_to_FLOAT": "CastLike",
-    "test_castlike_FLOAT_to_DOUBLE": "CastLike",
-    "test_castlike_FLOAT_to_FLOAT16": "CastLike",
-    "test_causal_conv_with_state_b1_c1_degenerate_expanded": "CastLike",
-    "test_causal_conv_with_state_basic_expanded": "CastLike",
-    "test_causal_conv_with_state_fp16_expanded": "CastLike",
-    "test_causal_conv_with_state_kernel_size_one_expanded": "CastLike",
-    "test_causal_conv_with_state_short_input_no_past_state_expanded": "CastLike",
-    "test_causal_conv_with_state_silu_expanded": "CastLike",
-    "test_causal_conv_with_state_silu_fp16_expanded": "CastLike",
-    "test_causal_conv_with_state_swish_alias_expanded": "CastLike",
-    "test_causal_conv_with_state_with_bias_expanded": "CastLike",
-    "test_linear_attention_delta_expanded": "CastLike",
-    "test_linear_attention_explicit_scale_expanded": "CastLike",
-    "test_linear_attention_fp16_expanded": "CastLike",
-    "test_linear_attention_gated_delta_beta_scalar_expanded": "CastLike",
-    "test_linear_attention_gated_delta_expanded": "CastLike",
-    "test_linear_attention_gated_delta_gqa_expanded": "CastLike",
-    "test_linear_attention_gated_delta_mqa_expanded": "CastLike",
-    "test_linear_attention_gated_expanded": "CastLike",
-    "test_linear_attention_gated_per_head_decay_expanded": "CastLike",
-    "test_linear_attention_linear_expanded": "CastLike",
-    "test_linear_attention_linear_t1_no_past_expanded": "CastLike",
-    "test_reduce_l2_do_not_keepdims_example_expanded": "CastLike",
-    "test_reduce_l2_do_not_keepdims_random_expanded": "CastLike",
-    "test_reduce_log_sum_exp_do_not_keepdims_example_expanded": "CastLike",
-    "test_reduce_log_sum_exp_do_not_keepdims_random_expanded": "CastLike",
     # CausalConvWithState
     "test_causal_conv_with_state_b1_c1_degenerate": "CausalConvWithState",
     "test_causal_conv_with_state_basic": "CausalConvWithState",
@@ -117,23 +53,6 @@ KNOWN_FAILURES = {
     "test_causal_conv_with_state_with_bias": "CausalConvWithState",
     "test_causal_conv_with_state_with_bias_and_past_state": "CausalConvWithState",
     "test_causal_conv_with_state_with_past_state": "CausalConvWithState",
-    # Col2Im
-    "test_col2im": "Col2Im",
-    "test_col2im_5d": "Col2Im",
-    "test_col2im_dilations": "Col2Im",
-    "test_col2im_pads": "Col2Im",
-    "test_col2im_strides": "Col2Im",
-    # DFT
-    "test_dft": "DFT",
-    "test_dft_axis": "DFT",
-    "test_dft_axis_opset19": "DFT",
-    "test_dft_inverse": "DFT",
-    "test_dft_inverse_opset19": "DFT",
-    "test_dft_irfft": "DFT",
-    "test_dft_irfft_opset19": "DFT",
-    "test_dft_opset19": "DFT",
-    "test_dft_rfft": "DFT",
-    "test_dft_rfft_opset19": "DFT",
     # DeformConv
     "test_basic_deform_conv_with_padding": "DeformConv",
     "test_basic_deform_conv_without_padding": "DeformConv",
@@ -146,11 +65,6 @@ KNOWN_FAILURES = {
     "test_training_dropout_mask": "Dropout",
     "test_training_dropout_zero_ratio": "Dropout",
     "test_training_dropout_zero_ratio_mask": "Dropout",
-    # Expand
-    "test_affine_grid_2d_align_corners_expanded": "Expand",
-    "test_affine_grid_2d_expanded": "Expand",
-    "test_affine_grid_3d_align_corners_expanded": "Expand",
-    "test_affine_grid_3d_expanded": "Expand",
     # FlexAttention
     "test_flexattention": "FlexAttention",
     "test_flexattention_causal_mask": "FlexAttention",
@@ -163,35 +77,9 @@ KNOWN_FAILURES = {
     "test_flexattention_scaled": "FlexAttention",
     "test_flexattention_score_mod": "FlexAttention",
     "test_flexattention_soft_cap": "FlexAttention",
-    # GRU
-    "test_gru_batchwise": "GRU",
-    "test_gru_bidirectional": "GRU",
-    "test_gru_defaults": "GRU",
-    "test_gru_reverse": "GRU",
-    "test_gru_seq_length": "GRU",
-    "test_gru_with_initial_bias": "GRU",
     # Gradient
     "test_gradient_of_add": "Gradient",
     "test_gradient_of_add_and_mul": "Gradient",
-    # GridSample
-    "test_gridsample": "GridSample",
-    "test_gridsample_aligncorners_true": "GridSample",
-    "test_gridsample_bicubic": "GridSample",
-    "test_gridsample_bicubic_align_corners_0_additional_1": "GridSample",
-    "test_gridsample_bicubic_align_corners_1_additional_1": "GridSample",
-    "test_gridsample_bilinear": "GridSample",
-    "test_gridsample_bilinear_align_corners_0_additional_1": "GridSample",
-    "test_gridsample_bilinear_align_corners_1_additional_1": "GridSample",
-    "test_gridsample_border_padding": "GridSample",
-    "test_gridsample_nearest": "GridSample",
-    "test_gridsample_nearest_align_corners_0_additional_1": "GridSample",
-    "test_gridsample_nearest_align_corners_1_additional_1": "GridSample",
-    "test_gridsample_reflection_padding": "GridSample",
-    "test_gridsample_volumetric_bilinear_align_corners_0": "GridSample",
-    "test_gridsample_volumetric_bilinear_align_corners_1": "GridSample",
-    "test_gridsample_volumetric_nearest_align_corners_0": "GridSample",
-    "test_gridsample_volumetric_nearest_align_corners_1": "GridSample",
-    "test_gridsample_zeros_padding": "GridSample",
     # ImageDecoder
     "test_image_decoder_decode_bmp_rgb": "ImageDecoder",
     "test_image_decoder_decode_jpeg2k_rgb": "ImageDecoder",
@@ -202,13 +90,6 @@ KNOWN_FAILURES = {
     "test_image_decoder_decode_pnm_rgb": "ImageDecoder",
     "test_image_decoder_decode_tiff_rgb": "ImageDecoder",
     "test_image_decoder_decode_webp_rgb": "ImageDecoder",
-    # LSTM
-    "test_lstm_batchwise": "LSTM",
-    "test_lstm_bidirectional": "LSTM",
-    "test_lstm_defaults": "LSTM",
-    "test_lstm_reverse": "LSTM",
-    "test_lstm_with_initial_bias": "LSTM",
-    "test_lstm_with_peepholes": "LSTM",
     # LinearAttention
     "test_linear_attention_decode_step": "LinearAttention",
     "test_linear_attention_delta": "LinearAttention",
@@ -224,31 +105,12 @@ KNOWN_FAILURES = {
     "test_linear_attention_linear_t1_no_past": "LinearAttention",
     "test_linear_attention_no_past_explicit_zeros": "LinearAttention",
     "test_linear_attention_prefill_with_past": "LinearAttention",
-    # MaxPool
-    "test_MaxPool3d": "MaxPool",
-    "test_MaxPool3d_stride": "MaxPool",
-    "test_maxpool_2d_ceil_output_size_reduce_by_one": "MaxPool",
-    "test_maxpool_2d_precomputed_strides": "MaxPool",
-    "test_maxpool_with_argmax_2d_precomputed_strides": "MaxPool",
-    "test_operator_maxpool": "MaxPool",
-    # MaxUnpool
-    "test_maxunpool_export_with_output_shape": "MaxUnpool",
-    "test_maxunpool_export_without_output_shape": "MaxUnpool",
     # MelWeightMatrix
     "test_melweightmatrix": "MelWeightMatrix",
     # PRelu
     "test_PReLU_1d_multiparam": "PRelu",
     "test_PReLU_2d_multiparam": "PRelu",
     "test_PReLU_3d_multiparam": "PRelu",
-    # RNN
-    "test_rnn_seq_length": "RNN",
-    "test_simple_rnn_batchwise": "RNN",
-    "test_simple_rnn_bidirectional": "RNN",
-    "test_simple_rnn_defaults": "RNN",
-    "test_simple_rnn_reverse": "RNN",
-    "test_simple_rnn_with_initial_bias": "RNN",
-    # ReduceMax
-    "test_reduce_max_empty_set_bool": "ReduceMax",
     # Resize
     "test_resize_downsample_scales_cubic_align_corners": "Resize",
     "test_resize_downsample_scales_cubic_antialias": "Resize",
@@ -264,8 +126,11 @@ KNOWN_FAILURES = {
     # Scatter
     "test_scatter_with_axis": "Scatter",
     "test_scatter_without_axis": "Scatter",
-    # Slice
-    "test_loop11": "Slice",
+    # Split
+    "test_affine_grid_2d_align_corners_expanded": "Split",
+    "test_affine_grid_2d_expanded": "Split",
+    "test_affine_grid_3d_align_corners_expanded": "Split",
+    "test_affine_grid_3d_expanded": "Split",
     # TfIdfVectorizer
     "test_tfidfvectorizer_tf_batch_onlybigrams_skip0": "TfIdfVectorizer",
     "test_tfidfvectorizer_tf_batch_onlybigrams_skip5": "TfIdfVectorizer",

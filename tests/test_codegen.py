@@ -319,3 +319,12 @@ def test_nonzero_run_time_inner_dim():
         feeds = {"x": np.random.default_rng(seed).standard_normal((3, 5)).astype(np.float32)}
         rep = compare(mod.run(feeds), run_onnxruntime(m, feeds))
         assert rep.ok, str(rep)
+
+
+def test_block_outputs_of_different_sizes():
+    # LayerNormalization's Mean and InvStdDev are smaller than Y: one loop nest per output size
+    m = model([h.make_node("LayerNormalization", ["x", "w", "b"], ["y", "mu", "isd"], axis=1)],
+              [("x", F, [2, 3, 4])], [("y", F), ("mu", F), ("isd", F)], [const("w", W(3, 4)), const("b", W(3, 4))],
+              opset=17)
+    mod = check(m)
+    assert mod.report["kernels"] == 2

@@ -259,3 +259,74 @@ def test_aarch64_object_is_an_elf_relocatable(target):
 def test_gpu_target_is_refused_with_a_clear_error():
     with pytest.raises(FusionError, match="GPU target"):
         llvm.emit(fusion.load(_softmax_mul()), "opencl", "obj", profile_db=False)
+
+
+@pytest.mark.parametrize("m_rows,n_cols,transposed", [(7, 21, False), (6, 40, False), (12, 5, False),
+                                                     (6, 21, True)])
+def test_matmul_simd_lanes_with_ragged_tails(m_rows, n_cols, transposed):
+    # lanes over the output columns (the last chunk overlaps the one before it),
+    # rows unrolled and jammed when they divide; a transposed output makes the store a scatter
+    last = h.make_node("Transpose", ["mm"], ["z"], perm=[1, 0]) if transposed else h.make_node("Relu", ["mm"], ["z"])
+    m = model([h.make_node("MatMul", ["x", "w"], ["mm"]), last],
+              [("x", F, [m_rows, 33])], [("z", F)], [const("w", W(33, n_cols))])
+    mod = check(m)
+    scheds = " ".join(b["schedule"] for b in mod.report["block_schedules"])
+    if n_cols >= 8:
+        assert "SIMD lanes" in scheds, scheds
+    if m_rows % 2 == 0 and n_cols >= 8:
+        assert "unrolled" in scheds, scheds
+
+
+def test_integer_reductions_over_a_middle_axis_use_vector_lanes():
+    nodes = [h.make_node("ReduceSum", ["x", "ax"], ["s"], keepdims=0), h.make_node("ReduceMax", ["x"], ["mx"],
+                                                                                    axes=[1], keepdims=0)]
+    m = model(nodes, [("x", T.INT32, [4, 5, 20])], [("s", T.INT32), ("mx", T.INT32)], [i64("ax", [1])])
+    feeds = {"x": rng.integers(-50, 50, (4, 5, 20)).astype(np.int32)}
+    mod = check(m, feeds)
+    assert all("SIMD lanes" in b["schedule"] for b in mod.report["block_schedules"])
+
+
+def _have_cross() -> bool:
+    import shutil
+    return bool(shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64"))
+
+
+@pytest.mark.skipif(not _have_cross(), reason="needs aarch64-linux-gnu-gcc and qemu-aarch64 (./setup.sh)")
+def test_aarch64_object_runs_under_qemu_and_matches_onnxruntime():
+    from fusion.codegen.llvm.crossrun import run_object
+    nodes = [h.make_node("MatMul", ["x", "w"], ["m"]), h.make_node("Softmax", ["m"], ["s"], axis=-1),
+             h.make_node("Conv", ["img", "k"], ["c"], pads=[1, 1, 1, 1]), h.make_node("Relu", ["c"], ["r"]),
+             h.make_node("ReduceMean", ["r"], ["z"], axes=[1], keepdims=0)]
+    m = model(nodes, [("x", F, [6, 20]), ("img", F, [1, 3, 9, 10])], [("s", F), ("z", F)],
+              [const("w", W(20, 36)), const("k", W(4, 3, 3, 3))])
+    g = fusion.load(m)
+    feeds = random_inputs(g, seed=5)
+    got = run_object(g, feeds, "linux-arm64", threads=2, profile_db=False)
+    rep = compare(got, run_onnxruntime(m, feeds))
+    assert rep.ok, str(rep)
+
+
+def test_small_int_half_and_double_dtypes():
+    # (float16 values are compared as float16: onnxruntime's half Exp is not correctly rounded)
+    nodes = [h.make_node("Cast", ["x"], ["xh"], to=T.FLOAT16), h.make_node("Exp", ["xh"], ["e"]),
+             h.make_node("Cast", ["x"], ["u8"], to=T.UINT8), h.make_node("Max", ["u8", "sh"], ["u2"]),
+             h.make_node("BitShift", ["u8", "sh"], ["bs"], direction="RIGHT"),
+             h.make_node("Cast", ["x"], ["i32"], to=T.INT32), h.make_node("Div", ["i32", "d"], ["q"]),
+             h.make_node("Cast", ["x"], ["dd"], to=T.DOUBLE), h.make_node("Tanh", ["dd"], ["td"])]
+    m = model(nodes, [("x", F, [4, 9])], [("e", T.FLOAT16), ("u2", T.UINT8), ("bs", T.UINT8),
+                                           ("q", T.INT32), ("td", T.DOUBLE)],
+              [const("d", np.array(-3, np.int32)), const("sh", np.array(2, np.uint8))])
+    check(m, {"x": (np.abs(rng.standard_normal((4, 9))) * 9).astype(np.float32)})
+
+
+@pytest.mark.skipif(not _have_cross(), reason="needs aarch64-linux-gnu-gcc and qemu-aarch64 (./setup.sh)")
+def test_small_model_aarch64_object_under_qemu():
+    import os
+    from fusion import zoo
+    from fusion.codegen.llvm.crossrun import run_object
+    if not os.path.exists(zoo.model_path("tinybert", True)):
+        pytest.skip("zoo model tinybert:small is not in this tree")
+    g = fusion.load("zoo:tinybert:small")
+    feeds = random_inputs(g, seed=2)
+    rep = compare(run_object(g, feeds, "linux-arm64", threads=2), run_onnxruntime(g, feeds))
+    assert rep.ok, str(rep)

@@ -197,6 +197,41 @@ def _cases():
     A("causal_long_kv", [f32(1, 2, 3, 4), f32(1, 2, 5, 4), f32(1, 2, 5, 4)], dict(is_causal=1))
     A("nonpad_causal", [f32(2, 2, 3, 4), f32(2, 2, 5, 4), f32(2, 2, 5, 4), None, None, None, np.array([4, 5], np.int64)],
       dict(is_causal=1), 1, 24)
+    # QLinearMatMul: uint8 and int8, per-column b parameters, batch broadcasting
+    u8 = lambda *sh: r.integers(0, 256, sh).astype(np.uint8)
+    i8 = lambda *sh: r.integers(-128, 128, sh).astype(np.int8)
+    sc = lambda *sh: r.uniform(0.001, 0.05, sh).astype(np.float32)
+    c.append(Case("qlinearmatmul_u8", "QLinearMatMul", [u8(5, 7), sc(), np.array(113, np.uint8), u8(7, 4), sc(),
+                                                         np.array(98, np.uint8), np.array(0.4, np.float32),
+                                                         np.array(120, np.uint8)]))
+    c.append(Case("qlinearmatmul_i8_percol", "QLinearMatMul", [i8(2, 1, 3, 6), sc(), np.array(-3, np.int8), i8(6, 5),
+                                                                sc(1, 5), i8(1, 5) // 8, np.array(0.9, np.float32),
+                                                                np.array(4, np.int8)]))
+    c.append(Case("qlinearmatmul_i8_batch", "QLinearMatMul", [i8(2, 1, 3, 6), sc(), np.array(-3, np.int8), i8(3, 6, 5),
+                                                               sc(), np.array(7, np.int8), np.array(0.9, np.float32),
+                                                               np.array(4, np.int8)]))
+    c.append(Case("qlinearmatmul_mixed_1d", "QLinearMatMul", [u8(6), sc(), np.array(128, np.uint8), i8(6, 3), sc(),
+                                                               np.array(0, np.int8), np.array(0.2, np.float32),
+                                                               np.array(10, np.uint8)]))
+    # ConvInteger / QLinearConv: padding, strides, dilations, groups, auto_pad, bias, per-channel weights
+    c.append(Case("convinteger_pads", "ConvInteger", [u8(1, 2, 6, 5), u8(3, 2, 3, 3), np.array(100, np.uint8),
+                                                       np.array(120, np.uint8)], dict(pads=[1, 0, 2, 1])))
+    c.append(Case("convinteger_1d_i8", "ConvInteger", [i8(2, 3, 9), i8(4, 3, 2)], dict(strides=[2], dilations=[3])))
+    c.append(Case("qlinearconv_u8", "QLinearConv", [u8(1, 4, 7, 7), sc(), np.array(120, np.uint8), u8(6, 2, 3, 3),
+                                                     sc(6), np.array([128] * 6, np.uint8), np.array(0.5, np.float32),
+                                                     np.array(7, np.uint8), r.integers(-500, 500, 6).astype(np.int32)],
+                  dict(group=2, strides=[2, 1], auto_pad="SAME_UPPER")))
+    c.append(Case("qlinearconv_i8", "QLinearConv", [i8(2, 3, 5, 6), sc(), np.array(-5, np.int8), i8(4, 3, 2, 2), sc(),
+                                                     np.array(0, np.int8), np.array(0.7, np.float32),
+                                                     np.array(-3, np.int8)], dict(dilations=[2, 1], pads=[0, 1, 1, 0])))
+    # MaxUnpool from MaxPool's indices (computed here by onnxruntime), with and without output_shape; old Scatter
+    pv, pi = ort("MaxPool", [f32(2, 3, 6, 4)], dict(kernel_shape=[2, 2], strides=[2, 2]), 2, 12)
+    c.append(Case("maxunpool", "MaxUnpool", [pv, pi], dict(kernel_shape=[2, 2], strides=[2, 2])))
+    pv, pi = ort("MaxPool", [f32(2, 3, 7, 5)], dict(kernel_shape=[2, 2], strides=[2, 2]), 2, 12)
+    c.append(Case("maxunpool_output_shape", "MaxUnpool", [pv, pi, np.array([2, 3, 7, 5], np.int64)],
+                  dict(kernel_shape=[2, 2], strides=[2, 2])))
+    c.append(Case("scatter_opset10", "Scatter", [d, np.array([[[0], [4], [-1]]] * 2, np.int64), f32(2, 3, 1)],
+                  dict(axis=1), opset=10))
     c.append(Case("nll_all_ignored_mean", "NegativeLogLikelihoodLoss", [f32(3, 2), np.array([-1, -1, -1], np.int64)],
                   dict(ignore_index=-1)))
     c.append(Case("dql_zeros", "DynamicQuantizeLinear", [np.zeros(4, np.float32)], n_out=3))
@@ -234,6 +269,17 @@ def test_attention_float64_is_exact():
     p = np.exp(s - s.max(-1, keepdims=True))
     want = (p / p.sum(-1, keepdims=True)) @ v
     assert compare_arrays("Y", got, want).ok
+
+
+@pytest.mark.parametrize("src,dst,shape", [(np.float32, np.int32, (2, 3)), (np.float64, np.uint16, (3,)),
+                                           (np.int8, np.float32, (2, 4)), (np.uint8, np.int8, ())])
+def test_bitcast_is_numpy_view(src, dst, shape):
+    # onnxruntime 1.32 has no BitCast kernel; numpy's view is the same definition
+    x = np.random.default_rng(0).integers(0, 100, shape).astype(src)
+    (got,) = run_kernel("BitCast", [x], {"to": helper.np_dtype_to_tensor_dtype(np.dtype(dst))})
+    want = x.view(dst) if np.dtype(src).itemsize <= np.dtype(dst).itemsize else x.reshape(shape + (1,)).view(dst)
+    want = want.reshape(got.shape) if np.dtype(src).itemsize < np.dtype(dst).itemsize else want
+    assert got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == x.tobytes()
 
 
 def test_nms_selects_in_onnxruntime_order():
@@ -296,6 +342,22 @@ ERRORS = [
     ("Det", lambda: [np.zeros((2, 3), np.float32)], {}, [(1,)], r"shape \[\.\.\., M, M\]"),
     ("HannWindow", lambda: [np.array(-3, np.int64)], {}, [(1,)], "must not be negative"),
     ("DynamicQuantizeLinear", lambda: [np.zeros(3, np.float64)], {}, None, "x must be float32"),
+    ("QLinearMatMul", lambda: [np.zeros((2, 3), np.uint8), np.float32(1), np.uint8(0), np.zeros((4, 2), np.uint8),
+                               np.float32(1), np.uint8(0), np.float32(1), np.uint8(0)], {}, [(2, 2)],
+     "inner dimensions differ"),
+    ("Attention", lambda: [np.zeros((1, 3, 2, 4), np.float32), np.zeros((1, 2, 5, 4), np.float32),
+                           np.zeros((1, 2, 5, 4), np.float32)], {}, [(1, 3, 2, 4)] * 4, "must be a multiple of KV heads"),
+    ("Attention", lambda: [np.zeros((1, 2, 2, 4), np.float32), np.zeros((1, 2, 5, 4), np.float32),
+                           np.zeros((1, 2, 5, 4), np.float32), None, None, None, np.array([6])], {}, None,
+     r"nonpad_kv_seqlen\[0\] = 6"),
+    ("ConvInteger", lambda: [np.zeros((1, 3, 4, 4), np.uint8), np.zeros((2, 2, 3, 3), np.uint8)], {"group": 2},
+     [(1, 2, 2, 2)], "do not fit group 2"),
+    ("QLinearConv", lambda: [np.zeros((1, 2, 4, 4), np.uint8), np.float32(1), np.uint8(0), np.zeros((2, 2, 3, 3), np.uint8),
+                             np.ones(3, np.float32), np.uint8(0), np.float32(1), np.uint8(0)], {}, [(1, 2, 2, 2)],
+     "per tensor"),
+    ("BitCast", lambda: [np.zeros((2, 3), np.int8)], {"to": 1}, [(2,)], "last dimension must be 4"),
+    ("MaxUnpool", lambda: [np.zeros((1, 1, 2, 2), np.float32), np.array([[[[0, 1], [2, 16]]]])],
+     {"kernel_shape": [2, 2], "strides": [2, 2]}, None, "index 16 is outside the output of 16"),
     ("TensorScatter", lambda: [np.zeros((2, 4, 3), np.float32), np.zeros((2, 2, 3), np.float32), np.array([0, 3])],
      {"axis": 1}, None, r"write_indices\[1\] = 3 does not fit"),
     ("TensorScatter", lambda: [np.zeros((2, 4, 3), np.float32), np.zeros((2, 2, 3), np.float32), np.array([0, -1])],
@@ -400,8 +462,72 @@ def _fuzz_case(r):
     pick = lambda ts: ts[r.integers(len(ts))]
     rnd = lambda shape, dt: (r.standard_normal(shape) * 3).astype(dt)
     op = pick(["TopK", "NonMaxSuppression", "RoiAlign", "NonZero", "Compress", "GatherND", "ScatterND",
-               "ScatterElements", "ReverseSequence", "Unique"])
+               "ScatterElements", "ReverseSequence", "Unique", "Attention", "QLinearMatMul",
+               "SoftmaxCrossEntropyLoss", "NegativeLogLikelihoodLoss", "Det", "TensorScatter",
+               "DynamicQuantizeLinear", "HannWindow", "QLinearConv"])
     rank = int(r.integers(1, 4))
+    off = lambda: int(r.random() < 0.1)  # now and then a dimension one off
+    if op == "Attention":
+        b, hk, g, sq, skv, dk, dv, sp = (int(x) for x in r.integers(0, 4, 8))
+        hq = hk * max(g, 1) + off()
+        four = r.random() < 0.6
+        if four:
+            q, k, v = rnd((b, hq, sq, dk), np.float32), rnd((b, hk, skv, dk + off()), np.float32), rnd((b, hk, skv, dv), np.float32)
+        else:
+            q, k, v = rnd((b, sq, hq * dk), np.float32), rnd((b, skv, hk * dk), np.float32), rnd((b, skv, hk * dv), np.float32)
+        T = sp + skv
+        mask = None if r.random() < 0.4 else (r.random((sq, T + off())) < 0.7 if r.random() < 0.5
+                                               else rnd((1, hq, sq, T), np.float32))
+        past = [rnd((b, hk, sp, dk), np.float32), rnd((b, hk, sp, dv), np.float32)] if r.random() < 0.4 else [None, None]
+        nonpad = r.integers(-1, T + 2, b).astype(np.int64) if r.random() < 0.3 else None
+        return op, [q, k, v, mask, *past, nonpad], {"is_causal": int(r.integers(2)), "q_num_heads": hq,
+                                                    "kv_num_heads": hk, "qk_matmul_output_mode": int(r.integers(4)),
+                                                    "softcap": float(r.integers(0, 3))}
+    if op == "QLinearMatMul":
+        m, k_, n = (int(x) for x in r.integers(0, 5, 3))
+        dt = pick([np.uint8, np.int8])
+        q8 = lambda *sh: r.integers(0, 100, sh).astype(dt)
+        f = lambda *sh: r.uniform(0.01, 1, sh).astype(np.float32)
+        return op, [q8(2, m, k_), f(), q8(), q8(k_ + off(), n), f(n if r.random() < 0.5 else 1), q8(), f(), q8()], {}
+    if op in ("SoftmaxCrossEntropyLoss", "NegativeLogLikelihoodLoss"):
+        n, c_, d = (int(x) for x in r.integers(0, 4, 3))
+        x = rnd((n, c_, d), pick([np.float32, np.float64]))
+        t = r.integers(-2, c_ + 1, (n, d + off())).astype(np.int64)
+        w = r.random(c_ + off()).astype(x.dtype) if r.random() < 0.5 else None
+        attrs = {"reduction": pick(["none", "sum", "mean"])}
+        if r.random() < 0.5:
+            attrs["ignore_index"] = -1
+        return op, [x, t, w], attrs
+    if op == "Det":
+        m = int(r.integers(0, 5))
+        return op, [rnd(dims(int(r.integers(0, 2))) + (m, m + off()), pick([np.float32, np.float64]))], {}
+    if op == "TensorScatter":
+        shp = dims(3, 1)
+        upd = list(shp)
+        upd[1] = int(r.integers(0, shp[1] + 2))
+        dt = pick(anyt)
+        return op, [rnd(shp, dt), rnd(tuple(upd), dt), r.integers(-1, shp[1] + 1, shp[0]).astype(np.int64)], \
+            {"axis": 1, "mode": pick(["linear", "circular"])}
+    if op == "DynamicQuantizeLinear":
+        return op, [rnd(dims(rank), np.float32)], {}
+    if op == "QLinearConv":
+        nd, g = int(r.integers(1, 3)), int(r.integers(1, 3))
+        dt = pick([np.uint8, np.int8])
+        q8 = lambda *sh: r.integers(0, 100, sh).astype(dt)
+        f = lambda *sh: r.uniform(0.01, 1, sh).astype(np.float32)
+        x = q8(int(r.integers(0, 3)), g * int(r.integers(1, 3)) + off(), *dims(nd))
+        m = g * int(r.integers(0, 3))
+        w = q8(m, max(x.shape[1] // g, 0) + off(), *dims(nd, 1))
+        attrs = {"group": g, "strides": [int(v) for v in r.integers(1, 3, nd)],
+                 "dilations": [int(v) for v in r.integers(1, 3, nd)],
+                 "auto_pad": pick(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"])}
+        if attrs["auto_pad"] == "NOTSET":
+            attrs["pads"] = [int(v) for v in r.integers(0, 3, 2 * nd)]
+        return op, [x, f(), q8(), w, f(m if r.random() < 0.5 else 1), q8(), f(), q8(),
+                    r.integers(-9, 9, m).astype(np.int32) if r.random() < 0.5 else None], attrs
+    if op == "HannWindow":
+        return op, [np.array(r.integers(-2, 9), pick([np.int32, np.int64]))], {"periodic": int(r.integers(2)),
+                                                                              "output_datatype": int(pick([1, 11, 7, 2]))}
     if op == "TopK":
         x = rnd(dims(rank), pick(num))
         return op, [x, np.array([r.integers(-1, 6)])], {"axis": int(r.integers(-rank - 1, rank + 1)),
@@ -458,7 +584,7 @@ def test_fuzz_no_crash():
     from fusion.codegen.opaque import KERNELS
     r = np.random.default_rng(11)
     ok, failed = {}, {}
-    for _ in range(800):
+    for _ in range(1200):
         op, ins, attrs = _fuzz_case(r)
         out_dtypes = KERNELS[op].out_dtypes([None if a is None else a.dtype for a in ins], KERNELS[op].fields(attrs, 21))
         try:
@@ -466,7 +592,7 @@ def test_fuzz_no_crash():
             ok[op] = ok.get(op, 0) + 1
         except KernelError:
             failed[op] = failed.get(op, 0) + 1
-    assert len(ok) == 10 and len(failed) >= 8, (ok, failed)  # both paths taken, every kernel ran
+    assert len(ok) == 19 and len(failed) >= 14, (ok, failed)  # both paths taken, every kernel ran
 
 
 @pytest.mark.skipif(SANITIZED, reason="this is the parent of the sanitized run")

@@ -62,8 +62,8 @@ def program(cases, caps):
         k = KERNELS[op]
         fields = k.fields(attrs, 21)
         init = ", ".join(f".{n} = {float(fields[n]).hex() if t in ('float', 'double') else int(fields[n])}"
-                         for t, n in struct_fields()[k.c_name])
-        top.append(f"static const struct fz_attrs_{k.c_name} at{c} = {{{init}}};")
+                         for t, n in struct_fields()[k.attrs_struct])
+        top.append(f"static const struct fz_attrs_{k.attrs_struct} at{c} = {{{init}}};")
         body.append("    {")
         tin = []
         for i, a in enumerate(ins):
@@ -114,7 +114,9 @@ def _have(tool):
 def test_arm64_under_qemu_matches_host(tmp_path):
     cases = _cases()
     host = [run_kernel(op, ins, attrs) for op, ins, attrs in cases]
-    caps = [KERNELS[op].capacity([a.shape for a in ins], ins, KERNELS[op].fields(attrs, 21)) for op, ins, attrs in cases]
+    caps = [KERNELS[op].capacity([a.shape for a in ins], ins, {**KERNELS[op].fields(attrs, 21),
+                                                               "_dtypes": [a.dtype for a in ins]})
+            for op, ins, attrs in cases]
     src = tmp_path / "prog.c"
     src.write_text(program(cases, caps))
     exe = str(tmp_path / "prog")

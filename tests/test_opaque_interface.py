@@ -115,6 +115,12 @@ CASES = {
                                    "v": r.standard_normal((2, 5, 6)).astype(np.float32),
                                    "mask": r.random((3, 5)) < 0.8}, {},
                      {"q_num_heads": 4, "kv_num_heads": 2, "is_causal": 0}, 3, 23),
+    "qlinearconv": ("QLinearConv", {"x": r.integers(0, 256, (1, 4, 6, 6)).astype(np.uint8)},
+                    {"xs": np.array(0.02, np.float32), "xz": np.array(128, np.uint8),
+                     "w": r.integers(0, 256, (4, 2, 3, 3)).astype(np.uint8), "ws": np.full(4, 0.01, np.float32),
+                     "wz": np.full(4, 127, np.uint8), "ys": np.array(0.3, np.float32), "yz": np.array(9, np.uint8),
+                     "b": np.arange(-2, 2).astype(np.int32) * 100},
+                    {"group": 2, "strides": [2, 2], "pads": [1, 1, 0, 0]}, 1),
     "compress": ("Compress", {"x": r.standard_normal((3, 5)).astype(np.float32), "c": r.random(5) < 0.5}, {},
                  {"axis": 1}, 1),
 }
@@ -205,7 +211,7 @@ def test_struct_fields_match_the_python_side():
     from fusion.codegen.opaque.kernels import KERNELS, struct_fields
     decl = struct_fields()
     for op, k in KERNELS.items():
-        assert {n for _, n in decl[k.c_name]} == set(k.fields({}, 21)), op
+        assert {n for _, n in decl[k.attrs_struct]} == set(k.fields({}, 21)), op
 
 
 def test_open_dimensions_are_a_clear_error():

@@ -14,6 +14,7 @@ CASES = [
     ("Gather", {"x": X, "i": i64(0, 2, -1)}, 1, (), 21, {"axis": 1}),
     ("Gather", {"x": X, "i": np.array([[0, 2], [1, -3]], np.int32)}, 1, (), 21, {"axis": 0}),
     ("Gather", {"x": X, "i": np.array(1, np.int64)}, 1, (), 21, {"axis": 2}),
+    ("Gather", {"x": X, "i": np.array(-1, np.int64)}, 1, ("i",), 21, {"axis": 1}),   # scalar constant index
     ("Gather", {"x": X, "i": i64(3, 0)}, 1, ("i",), 11, {"axis": -1}),
     ("GatherElements", {"x": X, "i": np.random.default_rng(0).integers(-4, 4, (3, 2, 5))}, 1, (), 21, {"axis": 1}),
     ("GatherND", {"x": X, "i": np.array([[0, 1], [2, -1]], np.int64)}, 1, (), 21, {}),

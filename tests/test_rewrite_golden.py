@@ -2,7 +2,6 @@
 graph expected after `fusion.rewrite`, both written with GraphBuilder and
 compared as nested expressions; the outputs must also agree numerically."""
 import numpy as np
-import pytest
 
 import fusion
 from fusion.ir.builder import GraphBuilder

@@ -70,6 +70,31 @@ def c_const(value, dtype: str) -> str:
     return f"(({ct}){v})"
 
 
+def fold_divmod(e: E.Expr) -> E.Expr:
+    """(a // k) * k + a % k -> a in an affine sum: what splitting a flat
+    index into dims and linearizing it again leaves behind."""
+    aff = E._affine(e) if e.dtype == E.INDEX else None
+    if aff is None:
+        return e
+    terms, c = aff
+    changed = True
+    while changed:
+        changed = False
+        for t, coef in list(terms.items()):
+            if isinstance(t, E.Bin) and t.op == "floordiv" and isinstance(t.b, E.Const) and t.b.value > 0:
+                k = t.b.value
+                rem = E.Bin("mod", t.a, t.b, t.dtype)
+                if coef % k == 0 and terms.get(rem) == coef // k:
+                    del terms[t], terms[rem]
+                    for u, cu in (E._affine(t.a) or ({t.a: 1}, 0))[0].items():
+                        terms[u] = terms.get(u, 0) + cu * (coef // k)
+                    c += (E._affine(t.a) or ({}, 0))[1] * (coef // k)
+                    terms = {u: cu for u, cu in terms.items() if cu}
+                    changed = True
+                    break
+    return E._from_affine(terms, c, e.dtype)
+
+
 class ExprPrinter:
     """Expressions -> C. `load(name, flat_index_c, dtype)` spells a buffer read;
     `var(name)` a loop variable; `shapes[name]` gives each buffer's shape."""
@@ -82,7 +107,7 @@ class ExprPrinter:
         self.sym = sym or (lambda name: name)
 
     def flat(self, name: str, index) -> E.Expr:
-        return E.linearize(list(index), self.shapes[name])
+        return fold_divmod(E.linearize(list(index), self.shapes[name]))
 
     def p(self, e: E.Expr) -> str:
         if isinstance(e, E.Const):

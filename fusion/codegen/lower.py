@@ -246,6 +246,26 @@ def lower_block(name: str, nodes: list[Node], outputs: list[Value], *, cname, li
         idx = list(vars_) if s == space else E.delinearize(flat, s)
         roots.append((v, comp.value(v, idx)))
     sch = Scheduler()
+    merged = None
+    if not dyn_extents and len(space) >= 2 and space[-1] < 8 and \
+            reduction_vars([e for _, e in roots], sch) is None:
+        # Short innermost dims (7x7 maps, [n, 4] boxes): one flat inner loop over
+        # the trailing dims, long enough to vectorize.
+        m = 2
+        while m < len(space) - 1 and int(np.prod(space[-m:])) < 64:
+            m += 1
+        P = int(np.prod(space[-m:]))
+        fvar = E.Var("f", P)
+        vars_ = [E.Var(f"i{d}", n) for d, n in enumerate(space[:-m])]
+        flat = E.linearize(vars_, space[:-m]) * P + fvar if vars_ else fvar
+        full = vars_ + E.delinearize(fvar, space[-m:])
+        comp = Composer(nodes, cname, literal, shape_of)
+        roots = []
+        for v in outputs:
+            s = tuple(int(d) for d in shape_of(v))
+            roots.append((v, comp.value(v, full if s == space else E.delinearize(flat, s))))
+        vars_ = vars_ + [fvar]
+        merged = [int(d) for d in space[:-m]] + [P]
     sch.count_uses([e for _, e in roots])
     # Loop order: dims the reductions depend on outside, the others inside, so a
     # reduction runs once per point of its own dims (Softmax over a middle axis,
@@ -253,7 +273,7 @@ def lower_block(name: str, nodes: list[Node], outputs: list[Value], *, cname, li
     dep = reduction_vars([e for _, e in roots], sch)
     if dep is None:
         order = list(range(len(vars_)))
-        k = choose_outer(space)
+        k = len(vars_) - 1 if merged is not None else choose_outer(space)
     else:
         outer = [d for d, v in enumerate(vars_) if v in dep or v.extent == 1]
         order = outer + [d for d in range(len(vars_)) if d not in outer]

@@ -105,6 +105,8 @@ def node_opset(n: Node, lo: int) -> int:
     need = [k for k, v in n.attrs.items() if v is not None and not k.startswith("_")
             and not _is_default(n.opdef, k, v)]
     top = onnx.defs.onnx_opset_version()
+    if n.op == "Scatter" and not n.domain:
+        return lo            # written as ScatterElements, which every opset >= 11 has
     if n.op == "Mod" and not n.attrs.get("fmod") and n.inputs[0].dtype is not None and n.inputs[0].dtype.kind == "f":
         # Floor-mod of floats is legal only from opset 28 on; no attribute says so.
         # (Better as a per-node OpDef.export_opset in the op table.)
@@ -148,7 +150,8 @@ def to_onnx_graph(g: Graph, *, with_value_info: bool = True, opset: int | None =
         if n.op == "Upsample" and not n.domain:
             nodes.append(_upsample_as_resize(n))  # Upsample is deprecated from opset 10 on
             continue
-        p = helper.make_node(n.op, [v.name if v is not None else "" for v in n.inputs],
+        op = "ScatterElements" if n.op == "Scatter" and not n.domain else n.op   # Scatter: deprecated name
+        p = helper.make_node(op, [v.name if v is not None else "" for v in n.inputs],
                              [v.name for v in n.outputs], name=n.name, domain=n.domain or None)
         schema = _schema(n.op, n.domain, opset if not n.domain else g.opset.get(n.domain, 1)) if opset else None
         p.attribute.extend(_node_attrs(n, schema, opset))

@@ -57,7 +57,8 @@ def _make_reference(scalar, out_dtype):
         shape = np.broadcast_shapes(*[np.shape(x) for x in xs if x is not None])
         if y.shape != shape:
             y = np.broadcast_to(y, shape)
-        return [np.ascontiguousarray(y).astype(dt, copy=False)]
+        # (np.ascontiguousarray would turn a 0-d result into shape [1])
+        return [np.array(y, dtype=dt, order="C", copy=None) if y.ndim else np.array(y, dtype=dt)]
     return reference
 
 
@@ -299,7 +300,19 @@ def _cast_scalar(m, x, to=1, saturate=1, round_mode="up"):
 
 elementwise("Cast", 1, _cast_scalar, out_dtype=_cast_dtype, attrs={"to": AttrSpec("int", REQUIRED),
             "saturate": AttrSpec("int", 1), "round_mode": AttrSpec("string", "up")}, inputs=("input",), flops=0)
-elementwise("CastLike", 2, lambda m, x, like, saturate=1, round_mode="up": m.cast(x, m.dtype_of(like)) if m.dtype_of(like) != "bool" else m.ne(x, m.const(0, x)),
-            out_dtype=lambda node, ins: ins[1].dtype, attrs={"saturate": AttrSpec("int", 1), "round_mode": AttrSpec("string", "up")},
-            flops=0)
+# CastLike reads only its first input; the second gives the type. Not a
+# broadcasting elementwise op: the output has the first input's shape.
+def _castlike_lower(node, out, read, k=0):
+    to = node.inputs[1].dtype
+    x = read(0, list(out))
+    return E.binary("ne", x, E.Const(0, x.dtype)) if to == np.bool_ else E.cast(x, to.name)
+
+
+register(OpDef(
+    "CastLike", since=15, inputs=("input", "target_type"), outputs=("output",),
+    attrs={"saturate": AttrSpec("int", 1), "round_mode": AttrSpec("string", "up")},
+    mapping=Mapping.O2O, infer=lambda node: [(node.inputs[1].dtype, node.inputs[0].shape)],
+    reference=lambda node, a: [(a[0] != 0) if a[1].dtype == np.bool_ else a[0].astype(a[1].dtype)],
+    lower=_castlike_lower, category="elementwise", flops=lambda node: 0,
+))
 elementwise("Identity", 1, lambda m, x: x, flops=0, algebra=Algebra(idempotent=True))

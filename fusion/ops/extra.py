@@ -1722,6 +1722,189 @@ def _grid_sample_ref(node, a):
     return [Y.astype(X.dtype)]
 
 
-_schema_op("GridSample", mapping=Mapping.OPAQUE, reference=_grid_sample_ref,
+def _gs_normalize(node, graph, opset):
+    # Opset 20 renamed the modes (bilinear -> linear, bicubic -> cubic) and allowed N-d; keep the new spelling.
+    node.attrs["mode"] = {"bilinear": "linear", "bicubic": "cubic"}.get(node.attrs.get("mode", "linear"),
+                                                                       node.attrs.get("mode", "linear"))
+
+
+_schema_op("GridSample", mapping=Mapping.OPAQUE, reference=_grid_sample_ref, normalize=_gs_normalize, export_opset=20,
            infer=lambda node: [(node.inputs[0].dtype, tuple(node.inputs[0].shape[:2]) + tuple(node.inputs[1].shape[1:-1]))],
            flops=lambda node: 8 * _n(node.outputs[0].shape), category="movement")
+
+
+# ---------------------------------------------------------------------------
+# State-carrying sequence ops of opset 27 (opaque: a loop over time)
+
+def _ccws_ref(node, a):
+    a = list(a) + [None] * (4 - len(a))
+    x, w, b, past = a[:4]
+    N, C, _ = x.shape
+    k = w.shape[2]
+    pad = past if past is not None else np.zeros((N, C, k - 1), x.dtype)
+    xp = np.concatenate([pad, x], axis=2)
+    y = _conv_nd(xp.astype(np.float64), w.astype(np.float64), {"group": C})
+    if b is not None:
+        y = y + b.astype(np.float64).reshape(1, -1, 1)
+    y = y.astype(x.dtype)
+    if node.attrs.get("activation") in ("silu", "swish"):
+        yf = y.astype(np.float32)
+        y = (yf / (1 + np.exp(-yf))).astype(x.dtype)
+    return [y, xp[:, :, xp.shape[2] - (k - 1):]][:len(node.outputs)]
+
+
+_schema_op("CausalConvWithState", mapping=Mapping.OPAQUE, reference=_ccws_ref,
+           infer=lambda node: [(node.inputs[0].dtype, node.inputs[0].shape),
+                               (node.inputs[0].dtype, tuple(node.inputs[0].shape[:2]) + (int(node.inputs[1].shape[2]) - 1,))
+                               ][:len(node.outputs)],
+           flops=lambda node: 2 * _n(node.inputs[0].shape) * int(node.inputs[1].shape[2]), category="recurrent")
+
+
+def _linear_attention_ref(node, a):
+    a = list(a) + [None] * (6 - len(a))
+    q, k, v, past, decay, beta = a[:6]
+    at = node.attrs
+    hq, hk = at["q_num_heads"], at["kv_num_heads"]
+    rule = at.get("update_rule") or "gated_delta"
+    gated, delta = rule in ("gated", "gated_delta"), rule in ("delta", "gated_delta")
+    B, T, _ = q.shape
+    dk, dv = q.shape[-1] // hq, v.shape[-1] // hk
+    q4 = _to_heads(q, hq).astype(np.float32)
+    k4 = _to_heads(k, hk).astype(np.float32)
+    v4 = _to_heads(v, hk).astype(np.float32)
+    if gated:
+        g4 = (decay.reshape(B, T, hk, 1).transpose(0, 2, 1, 3) if decay.shape[-1] == hk
+              else _to_heads(decay, hk)).astype(np.float32)
+    if delta:
+        b4 = beta.reshape(B, T, beta.shape[-1], 1).transpose(0, 2, 1, 3).astype(np.float32)
+    state = past.astype(np.float32).copy() if past is not None else np.zeros((B, hk, dk, dv), np.float32)
+    scale = at.get("scale") or 0.0
+    scale = 1.0 / math.sqrt(dk) if scale == 0.0 else scale
+    out = np.zeros((B, hq, T, dv), np.float32)
+    for t in range(T):
+        kt, vt = k4[:, :, t, :], v4[:, :, t, :]
+        if gated:
+            state = state * np.exp(g4[:, :, t, :])[..., None]
+        if delta:
+            vt = b4[:, :, t, :] * (vt - np.einsum("bhdm,bhd->bhm", state, kt))
+        state = state + kt[..., :, None] * vt[..., None, :]
+        read = np.repeat(state, hq // hk, axis=1) if hq != hk else state
+        out[:, :, t, :] = scale * np.einsum("bhd,bhdm->bhm", q4[:, :, t, :], read)
+    y = out.transpose(0, 2, 1, 3).reshape(B, T, hq * dv).astype(q.dtype)
+    return [y, state.astype(past.dtype if past is not None else q.dtype)][:len(node.outputs)]
+
+
+def _linear_attention_infer(node):
+    q, k, v = node.inputs[:3]
+    hq, hk = node.attrs["q_num_heads"], node.attrs["kv_num_heads"]
+    dk, dv = int(q.shape[-1]) // hq, int(v.shape[-1]) // hk
+    past = node.input(3)
+    return [(q.dtype, (q.shape[0], q.shape[1], hq * dv)),
+            (past.dtype if past is not None else q.dtype, (q.shape[0], hk, dk, dv))][:len(node.outputs)]
+
+
+_schema_op("LinearAttention", mapping=Mapping.OPAQUE, reference=_linear_attention_ref, infer=_linear_attention_infer,
+           flops=lambda node: 4 * _n(node.outputs[0].shape) * int(node.inputs[0].shape[-1]), category="recurrent")
+
+
+def _scatter_ref(node, a):
+    data, idx, upd = a
+    ax = norm_axis(node.attrs["axis"], data.ndim, node)
+    idx = np.where(idx < 0, idx + data.shape[ax], idx)
+    y = data.copy()
+    np.put_along_axis(y, idx, upd, axis=ax)
+    return [y]
+
+
+# Scatter is ScatterElements' name before opset 11 (deprecated since).
+_schema_op("Scatter", mapping=Mapping.OPAQUE, infer=_same, reference=_scatter_ref, flops=lambda node: 0,
+           category="movement")
+
+
+def _flex_attention_ref(node, a, env=None):
+    from fusion.ir.dtypes import to_numpy
+    from fusion.ir.interpreter import run_subgraph
+    q, k, v = a[:3]
+    at = node.attrs
+    E_ = q.shape[-1]
+    scale = at.get("scale")
+    scale = 1.0 / math.sqrt(E_) if scale is None else scale
+    hq, hk = q.shape[1], k.shape[1]
+    if hq != hk:
+        k, v = np.repeat(k, hq // hk, axis=1), np.repeat(v, hq // hk, axis=1)
+    s = np.asarray(np.sqrt(np.float32(scale)), q.dtype)
+    scores = np.matmul(q * s, np.swapaxes(k * s, -1, -2))
+    sp = at.get("softmax_precision")
+    cdt = to_numpy(sp) if sp else (np.dtype(np.float32) if q.dtype.itemsize < 4 else q.dtype)
+    scores = scores.astype(cdt)
+    if at.get("score_mod") is not None:
+        scores = np.asarray(run_subgraph(at["score_mod"], [scores], env or {})[0], cdt)
+    e = np.exp(scores - np.max(scores, axis=-1, keepdims=True))
+    p = e / np.sum(e, axis=-1, keepdims=True)
+    if at.get("prob_mod") is not None:
+        p = np.asarray(run_subgraph(at["prob_mod"], [p], env or {})[0], cdt)
+    return [np.matmul(p, v.astype(cdt)).astype(v.dtype)]
+
+
+_schema_op("FlexAttention", domain="ai.onnx.preview", mapping=Mapping.OPAQUE, reference=_flex_attention_ref,
+           needs_env=True, infer=lambda node: [(node.inputs[2].dtype, tuple(node.inputs[0].shape[:3]) +
+                                                (node.inputs[2].shape[3],))],
+           flops=lambda node: 4 * _n(node.inputs[0].shape) * int(node.inputs[1].shape[2]), category="nn")
+
+
+def _bilinear_zero(img, h, w):
+    """img (C, H, W) sampled at float positions h, w (same shape S): (C, *S), zero outside."""
+    H, W = img.shape[1:]
+    h0, w0 = np.floor(h).astype(np.int64), np.floor(w).astype(np.int64)
+    out = 0.0
+    for dh in (0, 1):
+        for dw in (0, 1):
+            hh, ww = h0 + dh, w0 + dw
+            wt = (1 - np.abs(h - hh)) * (1 - np.abs(w - ww))
+            ok = (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+            v = img[:, np.clip(hh, 0, H - 1), np.clip(ww, 0, W - 1)]
+            out = out + np.where(ok, wt, 0.0) * v
+    return out
+
+
+def _deform_conv_ref(node, a):
+    a = list(a) + [None] * (5 - len(a))
+    X, W, off, B, mask = a[:5]
+    if X.ndim != 4:
+        raise ShapeError(f"{node.label()}: DeformConv is implemented for 2-D images only")
+    at = node.attrs
+    n, ic, ih, iw = X.shape
+    oc, icg, kh, kw = W.shape
+    g, og = at.get("group") or 1, at.get("offset_group") or 1
+    sh, sw = at.get("strides") or [1, 1]
+    dh, dw = at.get("dilations") or [1, 1]
+    pads = at.get("pads") or [0, 0, 0, 0]
+    oh, ow = off.shape[-2:]
+    off = off.reshape(n, og, kh, kw, 2, oh, ow).astype(np.float64)
+    mask = (np.ones((n, og, kh, kw, oh, ow)) if mask is None else mask.reshape(n, og, kh, kw, oh, ow))
+    ii = (np.arange(oh) * sh - pads[0]).reshape(oh, 1)
+    jj = (np.arange(ow) * sw - pads[1]).reshape(1, ow)
+    cols = np.zeros((n, ic, kh, kw, oh, ow))
+    icpo = ic // og
+    for b in range(n):
+        for o in range(og):
+            img = X[b, o * icpo:(o + 1) * icpo].astype(np.float64)
+            for p in range(kh):
+                for q in range(kw):
+                    hpos = ii + p * dh + off[b, o, p, q, 0]
+                    wpos = jj + q * dw + off[b, o, p, q, 1]
+                    cols[b, o * icpo:(o + 1) * icpo, p, q] = _bilinear_zero(img, hpos, wpos) * mask[b, o, p, q]
+    res = np.zeros((n, oc, oh, ow))
+    ocg = oc // g
+    for gi in range(g):
+        res[:, gi * ocg:(gi + 1) * ocg] = np.einsum("ncpqij,mcpq->nmij", cols[:, gi * icg:(gi + 1) * icg],
+                                                    W[gi * ocg:(gi + 1) * ocg].astype(np.float64))
+    if B is not None:
+        res += B.reshape(1, -1, 1, 1)
+    return [res.astype(X.dtype)]
+
+
+_schema_op("DeformConv", mapping=Mapping.OPAQUE, reference=_deform_conv_ref,
+           infer=lambda node: [(node.inputs[0].dtype, (node.inputs[0].shape[0], node.inputs[1].shape[0]) +
+                                tuple(node.inputs[2].shape[2:]))],
+           flops=lambda node: 10 * _n(node.outputs[0].shape) * _n(node.inputs[1].shape[1:]), category="linear")

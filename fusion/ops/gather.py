@@ -107,7 +107,7 @@ def _gnd_reference(node, a):
     d, i = a
     b, m = _gnd_geometry(node)
     i = i.astype(np.int64)
-    out_shape = tuple(node.outputs[0].shape)
+    out_shape = tuple(i.shape[:-1]) + tuple(d.shape[b + m:])
     bshape = d.shape[:b]
     nb = int(np.prod(bshape, dtype=np.int64))
     dd = d.reshape((nb,) + d.shape[b:])

@@ -5,7 +5,7 @@ import numpy as np
 
 from fusion.errors import ShapeError
 from fusion.ir import expr as E
-from fusion.ops.table import (AttrSpec, Mapping, OpDef, broadcast_shapes, prod, register)
+from fusion.ops.table import (AttrSpec, Mapping, OpDef, broadcast_shapes, prod, reduction_class, register)
 
 
 # ---------------------------------------------------------------------------
@@ -66,7 +66,8 @@ def _matmul_flops(node):
 
 
 register(OpDef(
-    "MatMul", inputs=("A", "B"), mapping=Mapping.M2M, infer=_matmul_infer,
+    "MatMul", inputs=("A", "B"), infer=_matmul_infer,
+    mapping=lambda node: reduction_class(node, matmul_shapes(node.inputs[0].shape, node.inputs[1].shape)[1][-1]),
     reference=lambda node, a: [np.matmul(a[0], a[1])],
     lower=_matmul_lower, flops=_matmul_flops, category="linear",
 ))
@@ -182,7 +183,8 @@ register(OpDef(
     attrs={"auto_pad": AttrSpec("string", "NOTSET"), "dilations": AttrSpec("ints", []),
            "group": AttrSpec("int", 1), "kernel_shape": AttrSpec("ints", []),
            "pads": AttrSpec("ints", []), "strides": AttrSpec("ints", [])},
-    mapping=Mapping.M2M, infer=_conv_infer, reference=_conv_reference, lower=_conv_lower,
+    mapping=lambda node: reduction_class(node, prod(node.inputs[1].shape[1:])),
+    infer=_conv_infer, reference=_conv_reference, lower=_conv_lower,
     flops=_conv_flops, category="linear",
 ))
 
@@ -243,7 +245,8 @@ register(OpDef(
     "Gemm", inputs=("A", "B", "C?"),
     attrs={"alpha": AttrSpec("float", 1.0), "beta": AttrSpec("float", 1.0),
            "transA": AttrSpec("int", 0), "transB": AttrSpec("int", 0)},
-    mapping=Mapping.M2M, infer=_gemm_infer, reference=_gemm_reference, lower=_gemm_lower,
+    mapping=lambda node: reduction_class(node, _gemm_dims(node)[1]),
+    infer=_gemm_infer, reference=_gemm_reference, lower=_gemm_lower,
     normalize=_gemm_normalize, export_opset=11,
     flops=lambda node: 2 * int(prod(_gemm_dims(node))) + 2 * int(prod(node.outputs[0].shape)),
     category="linear",
@@ -358,7 +361,9 @@ register(OpDef(
            "group": AttrSpec("int", 1), "kernel_shape": AttrSpec("ints", []),
            "output_padding": AttrSpec("ints", []), "output_shape": AttrSpec("ints", []),
            "pads": AttrSpec("ints", []), "strides": AttrSpec("ints", [])},
-    mapping=Mapping.M2M, infer=_convtranspose_infer, reference=_convtranspose_reference,
+    mapping=lambda node: reduction_class(node, int(node.inputs[0].shape[1]) // int(node.attrs["group"])
+                                         * int(prod(convtranspose_geometry(node)[0]))),
+    infer=_convtranspose_infer, reference=_convtranspose_reference,
     lower=_convtranspose_lower, category="linear",
     flops=lambda node: 2 * int(prod(node.inputs[0].shape)) * int(prod(node.inputs[1].shape[1:])),
 ))

@@ -172,7 +172,7 @@ def _pad_lower(node, out, read, k=0):
             inside = E.binary("and", inside, E.binary("and", E.binary("ge", p_, 0), E.binary("lt", p_, d)))
         v = read(0, pos)
         val = _pad_value(node)
-        fill = E.cast(read(2, []), v.dtype) if val is None else E.Const(val, v.dtype)
+        fill = E.cast(read(2, [E.Const(0)] * node.inputs[2].rank), v.dtype) if val is None else E.Const(val, v.dtype)
         return E.select(inside, v, fill)
     idx = []
     for p_, d in zip(pos, dims):

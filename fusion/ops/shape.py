@@ -149,7 +149,7 @@ register(OpDef(
     attrs={"perm": AttrSpec("ints", [])},
     mapping=lambda node: _transpose_mapping(node),
     infer=lambda node: [(node.inputs[0].dtype, tuple(node.inputs[0].shape[a] for a in _perm(node)))],
-    reference=lambda node, a: [np.ascontiguousarray(np.transpose(a[0], _perm(node)))],
+    reference=lambda node, a: [np.array(np.transpose(a[0], _perm(node)), order="C")],
     lower=_transpose_lower, category="shape",
 ))
 
@@ -215,7 +215,7 @@ def _flatten_infer(node):
 register(OpDef(
     "Flatten", inputs=("input",), outputs=("output",), attrs={"axis": AttrSpec("int", 1)},
     mapping=same_shape_or(Mapping.REORG), infer=_flatten_infer,
-    reference=lambda node, a: [np.reshape(a[0], node.outputs[0].shape)],
+    reference=lambda node, a: [np.reshape(a[0], (int(np.prod(a[0].shape[:norm_axis(node.attrs["axis"], a[0].ndim + 1, node)])), -1))],
     lower=reorganize_lower, category="shape",
 ))
 
@@ -624,7 +624,8 @@ def _range_reference(node, a):
 
 def _range_lower(node, out, read, k=0):
     dt = _expr_dtype(node.outputs[0].dtype)
-    start, delta = (E.Const(const_input(node, i).item(), dt) if const_input(node, i) is not None else read(i, [])
+    start, delta = (E.Const(np.asarray(const_input(node, i)).reshape(-1)[0].item(), dt) if const_input(node, i) is not None
+                    else E.cast(read(i, [E.Const(0)] * node.inputs[i].rank), dt)
                     for i in (0, 2))
     return start + E.cast(out[0], dt) * delta
 

@@ -271,3 +271,18 @@ def open_dims(node, rank: int, what: str = "d") -> tuple:
 def vec(a) -> list[int]:
     """A small integer tensor (run-time argument) as a list of ints."""
     return [int(v) for v in np.asarray(a).reshape(-1)]
+
+
+def reduction_class(node, extent) -> Mapping:
+    """Class of an anchor (MatMul, Conv, ...) whose reduction has `extent` terms:
+    with one term nothing is summed; it is then a scaled broadcast (outer
+    product, 1x1 single-channel conv) or a plain elementwise product."""
+    try:
+        if int(extent) > 1:
+            return Mapping.M2M
+        out = int(prod(node.outputs[0].shape))
+        if any(v is not None and int(prod(v.shape)) < out for v in node.inputs):
+            return Mapping.O2M
+        return Mapping.O2O
+    except TypeError:  # symbolic dims
+        return Mapping.M2M

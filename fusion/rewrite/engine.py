@@ -72,9 +72,15 @@ class Engine:
         self.matcher = Matcher(_algebra, assoc_ok)
         # A change can complete a match rooted up to a pattern's depth downstream.
         self.depths = {id(r): _depth(r.pattern) for r in self.rules}
+        self.order = {id(r): k for k, r in enumerate(self.rules)}
         self.depth = max(list(self.depths.values()) + [1])
         # Cheap pre-check per rule: op types that must feed the root.
         self.needs = {id(r): needed_ops(r.pattern, _ac(r.root_op) and assoc_ok(r.root_op)) for r in self.rules}
+        # Index: root op -> one needed operand op (None: needs none) -> rules.
+        self.by_key: dict = defaultdict(lambda: defaultdict(list))
+        for r in self.rules:
+            need = self.needs[id(r)]
+            self.by_key[r.root_op][min(need) if need else None].append(r)
 
     # ------------------------------------------------------------------
     def best_at(self, node, graph, dist: int = 0) -> Candidate | None:
@@ -82,16 +88,20 @@ class Engine:
         so only rules deeper than that can have a new match here."""
         best = None
         dk = node.outputs[0].dtype.kind if node.outputs and node.outputs[0].dtype is not None else "?"
-        have = None
-        for rule in self.by_op.get(node.op, ()):
+        keyed = self.by_key.get(node.op)
+        if keyed is None:
+            return None
+        have = _feeding_ops(node)
+        # Only rules whose key operand op (see __init__) feeds this node.
+        cands = list(keyed.get(None, ()))
+        for op in have:
+            cands += keyed.get(op, ())
+        cands.sort(key=lambda r: self.order[id(r)])
+        for rule in cands:
             if dk not in rule.dtypes or self.depths[id(rule)] <= dist:
                 continue
-            need = self.needs[id(rule)]
-            if need:
-                if have is None:
-                    have = _feeding_ops(node)
-                if not need <= have:
-                    continue
+            if not self.needs[id(rule)] <= have:
+                continue
             n_tries = 0
             for m in self.matcher.match(rule.pattern, node):
                 n_tries += 1
@@ -149,6 +159,9 @@ class Engine:
                 heapq.heappush(heap, (tuple(-g for g in c.gain), next(seq), version.setdefault(n, 0), n))
 
         graph._rw_no_subgraphs = not any(n.subgraphs() for n in graph.nodes)
+        # Values read by If/Loop bodies have no entry in use-lists: never let them die.
+        graph._rw_captured = set() if graph._rw_no_subgraphs else {
+            id(v) for n in graph.nodes for v in n.captured()}
         for n in list(graph.nodes):
             visit(n)
         steps = 0
@@ -259,7 +272,7 @@ def _dying(nodes, root, graph):
                 continue
             ok = True
             for v in n.outputs:
-                if v in graph.outputs:
+                if v in graph.outputs or id(v) in getattr(graph, "_rw_captured", ()):
                     ok = False
                     break
                 for u, _ in v.uses:

@@ -139,9 +139,9 @@ def _is_noop(n) -> Value | None:
         return x
     if op == "Concat":
         return x if len([v for v in n.inputs if v is not None]) == 1 else None
-    mapping = n.opdef.mapping_of(n) if n.opdef is not None else None
-    # Reshaping ops report One-to-One when the shape does not change: name them.
-    if mapping == Mapping.REORG or op in RESHAPES or op in ("Expand", "Tile", "Pad"):
+    # Reshaping ops (by name: the op table's mapping says One-to-One for them
+    # when the shape does not change, and Reorganize for some broadcasts).
+    if _reshaping(n) or op in ("Expand", "Tile", "Pad"):
         # Same shape, same row-major order (Reshape, Flatten, Squeeze, Unsqueeze),
         # or nothing to broadcast / repeat / pad.
         if op == "Pad":
@@ -201,8 +201,17 @@ def merge_reorganize(g: Graph) -> int:
 
 def _reorg(n) -> bool:
     od = n.opdef
-    return (od is not None and od.lower is not None and n.input(0) is not None
-            and (n.op in RESHAPES or od.mapping_of(n) == Mapping.REORG))
+    return od is not None and od.lower is not None and n.input(0) is not None and _reshaping(n)
+
+
+def _reshaping(n) -> bool:
+    """Same elements in the same row-major order. Elementwise ops can be
+    Reorganize in the op table (a [1,1] + scalar add) without being this."""
+    od = n.opdef
+    if n.op in RESHAPES:
+        return True
+    return od is not None and od.category in ("shape", "movement") and od.mapping_of(n) == Mapping.REORG \
+        and len([v for v in n.inputs if v is not None and v.const is None]) == 1
 
 
 def _const_key(v: Value):

@@ -78,9 +78,10 @@ def save_variant(name: str, small: bool, model, args, *, dynamo: bool, input_nam
     keep = learned_free_constants(model, args, proto, **kw)
     stripped = store.strip(proto, keep=keep)
     stripped.producer_name = "fusion models/export"
-    from fusion.zoo.inputs import make_inputs
-    calibrate.calibrate(stripped, name, make_inputs(name, stripped, extra or {}, seed=0))
     path = os.path.join(DATA, f"{name}{'-small' if small else ''}.onnx.gz")
+    store.save(stripped, path)  # uncalibrated first: `python -m fusion.zoo.calibrate` can redo the next step
+    from fusion.zoo.inputs import make_inputs
+    calibrate.calibrate(stripped, name, make_inputs(name, stripped, extra or {}, seed=0), log=print)
     size = store.save(stripped, path)
     info = {
         "file": os.path.basename(path), "bytes": size, "opset": _opset(proto),

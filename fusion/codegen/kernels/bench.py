@@ -137,6 +137,30 @@ def _case_conv3d(label, C, D, H, W, M, threads):
                 schedule=kc.schedule)
 
 
+def _case_convt(label, C, H, W, M, threads):
+    from onnx import helper
+    from fusion.codegen.kernels import conv_transpose
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, C, H, W)).astype(np.float32)
+    w = (rng.standard_normal((C, M, 2, 2)) / np.sqrt(C)).astype(np.float32)
+    oshape = (1, M, 2 * H, 2 * W)
+    geo = {"spatial": 2, "group": 1, "kernel": [2, 2], "strides": [2, 2], "pads": [0] * 4, "dilations": [1, 1],
+           "out": [2 * H, 2 * W]}
+    kc = conv_transpose("bt", node_geometry=geo, X=Operand(x.shape, flat("x", x.shape)),
+                        W=Operand(w.shape, None, const=w), bias=None,
+                        epilogue=lambda i, acc: f"A->y[{offset(oshape, i)}] = {acc};", target=host())
+    h = Harness("bt", kc, ["x", "y"])
+    h.set_threads(threads)
+    y = np.zeros(oshape, np.float32)
+    feeds = dict(x=x, y=y)
+    ort_fn = _ort([helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
+                  {"x": x}, {"w": w}, threads)
+    ref = ort_fn()[0]
+    return dict(name=label, flops=2.0 * C * M * 4 * H * W, run=lambda reps: h.time(feeds, reps), ort=ort_fn,
+                numpy=None, check=lambda: float(np.abs(y - ref).max() / (np.abs(ref).max() + 1e-30)),
+                schedule=kc.schedule)
+
+
 def _case_pool(label, N, C, H, W, k, stride, pad, threads):
     from onnx import helper
     from fusion.codegen.kernels import pool
@@ -167,6 +191,7 @@ CASES = {
                                        1, 256, 56 if not q else 28, 56 if not q else 28, 256, 3, 1, 1, 1, t),
     "conv1x1": lambda t, q: _case_conv("conv 1x1 64->256 @56x56", 1, 64, 56, 56, 256, 1, 1, 0, 1, t),
     "conv3d": lambda t, q: _case_conv3d("C3D conv 3x3x3 64->128 @8x28x28", 64, 8, 28, 28, 128, t),
+    "convtranspose2x2": lambda t, q: _case_convt("U-Net ConvTranspose 2x2/2 128->64 @32x32", 128, 32, 32, 64, t),
     "depthwise3x3": lambda t, q: _case_conv("depthwise 3x3 32ch @112x112", 1, 32, 112, 112, 32, 3, 1, 1, 32, t),
     "maxpool3x3s2": lambda t, q: _case_pool("maxpool 3x3/2 64ch @112x112", 1, 64, 112, 112, 3, 2, 1, t),
 }

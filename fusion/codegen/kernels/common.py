@@ -104,7 +104,7 @@ def micro_kernel(g: GemmShape) -> str:
         for j in range(g.nv):
             out.append(f"        {acc[i][j]} = *(const {vt} *)(c + {i} * ldc + {j * L});")
     out.append("    }")
-    out.append("#pragma GCC unroll 4")
+    out.append("#pragma GCC unroll 8")
     out.append("    for (int64_t k = 0; k < kc; k++) {")
     for j in range(g.nv):
         out.append(f"        {vt} b{j} = *(const {vt} *)(b + {j * L});")

@@ -67,6 +67,7 @@ class JITModel:
         self._weights[:] = np.frombuffer(prog.weights, np.uint8)
         self._arena = _aligned(prog.arena_bytes)
         self._dyn = np.array(prog.dyn_bounds or [0], dtype=np.int64)
+        self._seconds: dict[str, float] = {}
         self.threads = self.set_threads(threads)
         self.report = {"backend": "llvm", "blocks": len(prog.blocks), "kernels": len(prog.blocks),
                        "host_steps": sum(isinstance(s, HostStep) for s in prog.steps),
@@ -75,6 +76,10 @@ class JITModel:
                        "compile_seconds": dict(seconds or {}, parse=round(t1 - t0, 3), opt=round(t2 - t1, 3),
                                                codegen=round(t3 - t2, 3)),
                        "block_schedules": prog.blocks}
+
+    def kernel_seconds(self) -> dict[str, float]:
+        """Seconds per segment (per block when compiled with profile=True) over all runs so far."""
+        return dict(self._seconds)
 
     def set_threads(self, n: int | None) -> int:
         n = int(n or os.cpu_count() or 1)
@@ -96,10 +101,14 @@ class JITModel:
         self._dyn[:len(prog.dyn_bounds)] = prog.dyn_bounds
         W, M, D = self._weights.ctypes.data, self._arena.ctypes.data, self._dyn.ctypes.data
         for step in prog.steps:
+            t = time.perf_counter()
             if isinstance(step, Segment):
                 self._segs[step.name](ctypes.addressof(ins_p), ctypes.addressof(outs_p), W, M, D)
+                key = "+".join(f.name for f in step.functions)
             else:
                 self._host_step(step, arrays, outs)
+                key = step.fn.name
+            self._seconds[key] = self._seconds.get(key, 0.0) + time.perf_counter() - t
         for j, kind, src in prog.tail:
             o = outs[j].reshape(-1).view(np.uint8)
             if kind == "out":

@@ -80,8 +80,15 @@ class LLVMEmitter(ModelEmitter):
         dynamic = [v for v in touched.values() if v.shape is not None and not v.is_static]
         if dynamic:
             return self._lower_dynamic(b, outs, dynamic)
-        return L.lower_block(b.name, b.nodes, outs, cname=self.cname, literal=self.literal,
-                             shape_of=self.shape_of, buffers_for=self.buffers_for)
+        # One loop nest per output size, as the C path does (LayerNormalization's
+        # Mean and InvStdDev give one block outputs of different sizes).
+        groups: dict[int, list[Value]] = {}
+        for v in outs:
+            groups.setdefault(int(np.prod(self.shape_of(v))), []).append(v)
+        fns = [L.lower_block(b.name if k == 0 else f"{b.name}_{k + 1}", b.nodes, grp, cname=self.cname,
+                             literal=self.literal, shape_of=self.shape_of, buffers_for=self.buffers_for)
+               for k, grp in enumerate(groups.values())]
+        return fns[0] if len(fns) == 1 else fns
 
     def host_step(self, b: Block, outs: list[Value]) -> HostStep:
         node = b.nodes[0]
@@ -122,7 +129,8 @@ class LLVMEmitter(ModelEmitter):
                     self.define_dim(d, int(cap))
 
     # ---------------------------------------------------------------- program
-    def program(self, progress=None) -> Program:
+    def program(self, progress=None, split: bool = False) -> Program:
+        """split: one segment per block (the JIT then times each block: profiling)."""
         g = self.graph
         for v in g.inputs:
             if not v.is_static:
@@ -140,11 +148,11 @@ class LLVMEmitter(ModelEmitter):
             x = self.lower_block(b)
             if progress is not None:
                 progress.step(b.name)
-            if x is not None:
-                items.append((b, x))
-        return self._assemble_program(items)
+            for f in (x if isinstance(x, list) else [x] if x is not None else []):
+                items.append((b, f))
+        return self._assemble_program(items, split)
 
-    def _assemble_program(self, items) -> Program:
+    def _assemble_program(self, items, split: bool = False) -> Program:
         g = self.graph
         fns = [x.fn if isinstance(x, HostStep) else x for _, x in items]
         in_index = {id(v): i for i, v in enumerate(g.inputs)}
@@ -216,10 +224,15 @@ class LLVMEmitter(ModelEmitter):
                 close_segment()
                 steps.append(x)
                 continue
-            fl = FunctionLowering(module, fn)
+            fl = FunctionLowering(module, fn, vector_bits=self.target.vector_bits)
             tasks[fn.name] = fl.lower()
+            fn.schedule = fl.fn.schedule   # the printer may have unrolled-and-jammed it
+            if fl.lanes > 1:
+                fn.schedule += f", {fl.lanes} SIMD lanes over {fl.lane_var.name}"
             lowerings[fn.name] = fl
             current.append(fn)
+            if split:
+                close_segment()
         close_segment()
         segs = [s for s in steps if isinstance(s, Segment)]
         for s in segs:
@@ -274,7 +287,7 @@ class LLVMEmitter(ModelEmitter):
 
 
 def build_program(model, target="host", *, plan=None, rewrite: bool = True, profile_db=None, shapes=None,
-                  progress=None) -> tuple[Program, object]:
+                  progress=None, profile: bool = False) -> tuple[Program, object]:
     """Load, rewrite, plan and lower a model into a Program (and the plan)."""
     from fusion.targets import Target, get_target
     from fusion.codegen.driver import load_graph, rewrite_if_available
@@ -288,4 +301,4 @@ def build_program(model, target="host", *, plan=None, rewrite: bool = True, prof
     else:
         graph = plan.graph
     em = LLVMEmitter(graph, plan, t)
-    return em.program(progress=progress), plan
+    return em.program(progress=progress, split=profile), plan

@@ -42,7 +42,8 @@ DTYPES = tuple(_FLOAT) + tuple(_INT_BITS) + ("bool",)
 
 # C's comparison operators on floats: ordered, except != (true when unordered).
 _FCMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
-REASSOC = ("reassoc", "nsz")   # what `omp simd reduction` allows the C compiler
+REASSOC = ("reassoc", "nsz", "contract")   # what `omp simd reduction` allows the C compiler
+CONTRACT = ("contract",)   # a*b+c may become one FMA, as gcc's default -ffp-contract=fast does for C
 
 
 def is_float(dt: str) -> bool:
@@ -83,7 +84,7 @@ def _const(value, dt: str) -> ir.Constant:
 class FunctionLowering:
     """One loops.Function -> `NAME_range` and `NAME_task` in `module`."""
 
-    def __init__(self, module: ir.Module, fn: Function):
+    def __init__(self, module: ir.Module, fn: Function, vector_bits: int = 0):
         if fn.raw_body is not None or fn.functions:
             raise UnsupportedOpError(f"block {fn.name}: its kernel is target text (C); the LLVM backend prints "
                                      f"plain loop nests only")
@@ -94,6 +95,9 @@ class FunctionLowering:
         self.env: dict[str, ir.Value] = {}      # loop vars, lets, syms, buffers
         self.accs: dict[str, ir.Value] = {}     # accumulator allocas
         self.memo: list[dict] = []              # per-scope CSE of expressions
+        self.lanes, self.lane_var, self.varying = 1, None, set()
+        if vector_bits:
+            self._plan_lanes(vector_bits)
 
     # ------------------------------------------------------------ functions
     def lower(self) -> ir.Function:
@@ -116,14 +120,33 @@ class FunctionLowering:
         self.memo = [{}]
         for s in fn.prelude:
             self.stmt(s)
-        strides = self._strides()
-        outer = list(zip(fn.outer, fn.outer_extents, strides))
+        lane = self.lanes > 1
+        keep = [k for k in range(len(fn.outer)) if not (lane and k == self.lane_idx)]
+        scalar_outer = [fn.outer[k] for k in keep]
+        scalar_exts = [fn.outer_extents[k] for k in keep]
+        strides = self._strides(scalar_exts)
+        outer = list(zip(scalar_outer, scalar_exts, strides))
 
         def point(p):
+            b = self.b
+            if lane:
+                # p = (point of the other outer vars) * chunks + chunk; the last
+                # chunk is shifted back to end at the extent (it overlaps the one
+                # before it and stores the same values again), so every lane is valid.
+                vl, ext = self.lanes, self.fn.outer_extents[self.lane_idx]
+                chunks = ir.Constant(I64, -(-ext // vl))
+                c = b.srem(p, chunks)
+                p = b.sdiv(p, chunks)
+                j0 = b.mul(c, ir.Constant(I64, vl))
+                last = ir.Constant(I64, ext - vl)
+                j0 = b.select(b.icmp_signed(">", j0, last), last, j0)
+                self.env["var:" + self.lane_base.name] = j0
+                self.env["var:" + self.lane_var.name] = b.add(
+                    self.splat(j0), ir.Constant(ir.VectorType(I64, vl), [ir.Constant(I64, k) for k in range(vl)]))
             for k, (v, ext, st) in enumerate(outer):
-                q = p if st is None else self.b.sdiv(p, st)
+                q = p if st is None else b.sdiv(p, st)
                 if k > 0:
-                    q = self.b.srem(q, self.ext(ext))
+                    q = b.srem(q, self.ext(ext))
                 self.env["var:" + v.name] = q
             for s in fn.body:
                 self.stmt(s)
@@ -156,14 +179,17 @@ class FunctionLowering:
     def total(self, b: ir.IRBuilder, sym_value) -> ir.Value:
         """prod(outer extents) at run time; sym_value(name) gives a Sym's i64."""
         n = ir.Constant(I64, 1)
-        for ext in self.fn.outer_extents:
+        exts = list(self.fn.outer_extents)
+        if self.lanes > 1:   # the lane var runs in chunks of `lanes`
+            exts[self.lane_idx] = -(-exts[self.lane_idx] // self.lanes)
+        for ext in exts:
             n = b.mul(n, ir.Constant(I64, ext) if isinstance(ext, int) else _sym_expr(b, ext, sym_value))
         return n
 
-    def _strides(self) -> list:
+    def _strides(self, exts) -> list:
         """Stride of each outer var in the flattened range (None for 1)."""
         out, acc = [], None
-        for ext in reversed(self.fn.outer_extents):
+        for ext in reversed(exts):
             out.append(acc)
             e = self.ext(ext)
             acc = e if acc is None else self.b.mul(acc, e)
@@ -196,6 +222,116 @@ class FunctionLowering:
         b.branch(head)
         b.position_at_end(done)
 
+    # ---------------------------------------------------------------- lanes
+    # Blocks whose inner loops are reductions (MatMul, reductions over a
+    # middle axis) leave LLVM's loop vectorizer nothing useful: it vectorizes
+    # innermost loops only, and there the reduction walks a column. Such a
+    # block is printed with its last outer variable as `lanes` SIMD lanes
+    # (LLVM vector types): every value depending on it is a vector, loads and
+    # stores contiguous in it are vector loads and stores, accumulators are
+    # vectors. Taken only when every store and every varying load is
+    # contiguous in that variable (no gathers).
+    def _plan_lanes(self, vector_bits: int) -> None:
+        fn = self.fn
+        if not fn.outer or not any(isinstance(x, Loop) for x in _walk_stmts(fn.body)):
+            return
+        dts = {b.dtype for b in fn.buffers}
+        width = 64 if dts & {"float64", "int64", "uint64"} else 32
+        best = None
+        for idx in reversed(range(len(fn.outer))):
+            ext = fn.outer_extents[idx]
+            if not isinstance(ext, int):
+                continue
+            vl = max(vector_bits // width, 1) * 2   # two registers: two independent FMA chains
+            while vl > 1 and ext < vl:
+                vl //= 2
+            if vl < 4:
+                continue
+            verdict = self._lane_verdict(fn, fn.outer[idx])
+            if verdict is None:
+                continue
+            if best is None or verdict > best[0]:
+                best = (verdict, idx, vl)
+        if best is None:
+            return
+        _, idx, vl = best
+        # Unroll-and-jam another outer var: R rows share each vector load of
+        # the lane-contiguous operand (MatMul's B row), R accumulators in flight.
+        decls = sum(isinstance(x, Decl) for x in _walk_stmts(fn.body))
+        regs = max(vl * width // vector_bits, 1)
+        for r in (4, 2):
+            if decls and r * decls * regs <= 8:
+                u = _unroll_jam(fn, idx, r)
+                if u is not None:
+                    fn = self.fn = u
+                    break
+        self.lane_idx, self.lanes = idx, vl
+        j = self.lane_var = fn.outer[idx]
+        self.lane_base = E.Var(j.name + "_0", int(fn.outer_extents[idx]) - vl + 1)
+        self.varying = _varying_temps(fn, j)
+
+    def _lane_verdict(self, fn: Function, j: E.Var):
+        """None when some load inside a loop would be a gather in j; else
+        (stores contiguous in j, loads contiguous in j) to rank candidates."""
+        shifted = E.Var(j.name + "_n", j.extent - 1 if j.extent else 1)   # j+1 stays in range
+        contiguous, stores_ok = 0, 1
+
+        def scan(stmts, hot):
+            nonlocal contiguous, stores_ok
+            for st in stmts:
+                if isinstance(st, Loop):
+                    if not scan(st.body, True):
+                        return False
+                    continue
+                if isinstance(st, Store) and _stride(st.index, j, shifted) != 1:
+                    stores_ok = 0
+                for e in [getattr(st, "value", None), getattr(st, "pos", None)]:
+                    if e is None:
+                        continue
+                    for x in E.walk(e):
+                        if isinstance(x, E.Load):
+                            d = _stride(E.linearize(list(x.index), self.shapes[x.slot]), j, shifted)
+                            if d == 1 and hot:
+                                contiguous += 1
+                            elif d != 0 and hot:
+                                return False
+            return True
+        if not scan(fn.body, False) or contiguous == 0:
+            return None
+        return (stores_ok, contiguous)
+
+    def splat(self, v: ir.Value) -> ir.Value:
+        if self.lanes == 1 or _isvec(v):
+            return v
+        vt = ir.VectorType(v.type, self.lanes)
+        if isinstance(v, ir.Constant):
+            return ir.Constant(vt, v.constant)
+        u = self.b.insert_element(ir.Constant(vt, ir.Undefined), v, ir.Constant(I32, 0))
+        return self.b.shuffle_vector(u, ir.Constant(vt, ir.Undefined),
+                                     ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes))
+
+    def match(self, *vs):
+        if any(_isvec(v) for v in vs):
+            return [self.splat(v) for v in vs]
+        return list(vs)
+
+    def per_lane(self, f, args: list) -> ir.Value:
+        """f(scalar args) applied to each lane (libm calls, integer power)."""
+        b = self.b
+        out = None
+        for k in range(self.lanes):
+            idx = ir.Constant(I32, k)
+            r = f([b.extract_element(a, idx) if _isvec(a) else a for a in args])
+            if out is None:
+                out = ir.Constant(ir.VectorType(r.type, self.lanes), ir.Undefined)
+            out = b.insert_element(out, r, idx)
+        return out
+
+    def lane_address(self, buf: str, flat: E.Expr):
+        """Address of lane 0 of a contiguous access (flat at j = j0)."""
+        f0 = E.substitute(flat, {self.lane_var: self.lane_base})
+        return self.b.gep(self.env["buf:" + buf], [self.index(f0)], inbounds=True)
+
     # ----------------------------------------------------------- statements
     def stmt(self, s) -> None:
         b = self.b
@@ -204,18 +340,33 @@ class FunctionLowering:
             self.env["tmp:" + s.temp.name] = self.cast_to(v, s.value.dtype, s.temp.dtype)
         elif isinstance(s, Decl):
             ptr = self.accs.get(s.temp.name)
+            vary = s.temp.name in self.varying
             if ptr is None:
-                ptr = ir.IRBuilder(self.entry).alloca(value_type(s.temp.dtype), name=s.temp.name)
+                t = value_type(s.temp.dtype)
+                ptr = ir.IRBuilder(self.entry).alloca(ir.VectorType(t, self.lanes) if vary else t, name=s.temp.name)
                 self.accs[s.temp.name] = ptr
-            b.store(self.cast_to(self.ev(s.init), s.init.dtype, s.temp.dtype), ptr)
+            v = self.cast_to(self.ev(s.init), s.init.dtype, s.temp.dtype)
+            b.store(self.splat(v) if vary else v, ptr)
         elif isinstance(s, Update):
             self.update(s)
         elif isinstance(s, Store):
             v = self.cast_to(self.ev(s.value), s.value.dtype, s.dtype)
             if s.dtype == "bool":
-                v = b.zext(v, I8)
-            ptr = b.gep(self.env["buf:" + s.buffer], [self.index(s.index)], inbounds=True)
-            b.store(v, ptr)
+                v = b.zext(v, ir.VectorType(I8, self.lanes) if _isvec(v) else I8)
+            shifted = E.Var("__jn", self.lane_var.extent - 1) if self.lanes > 1 else None
+            if self.lanes > 1 and _stride(s.index, self.lane_var, shifted) == 1:
+                v = self.splat(v)
+                ptr = b.bitcast(self.lane_address(s.buffer, s.index), v.type.as_pointer())
+                b.store(v, ptr, align=_esize(v.type.element))
+            elif self.lanes > 1:   # a scatter, lane by lane (once per point, outside the reductions)
+                v, idx = self.match(v, self.index(s.index))
+                base = self.env["buf:" + s.buffer]
+                for k in range(self.lanes):
+                    kk = ir.Constant(I32, k)
+                    b.store(b.extract_element(v, kk), b.gep(base, [b.extract_element(idx, kk)], inbounds=True))
+            else:
+                ptr = b.gep(self.env["buf:" + s.buffer], [self.index(s.index)], inbounds=True)
+                b.store(v, ptr)
         elif isinstance(s, Loop):
             def body(i, s=s):
                 self.env["var:" + s.var.name] = i
@@ -233,6 +384,8 @@ class FunctionLowering:
         ptr = self.accs[s.temp.name]
         acc = b.load(ptr)
         v = self.cast_to(self.ev(s.value), s.value.dtype, dt)
+        if _isvec(acc):
+            v = self.splat(v)
         f = is_float(dt)
         if s.op == "sum":
             r = b.fadd(acc, v, flags=REASSOC) if f else b.add(acc, v)
@@ -250,7 +403,8 @@ class FunctionLowering:
             r = b.select(better, v, acc)
             pptr = self.accs[s.pos_temp.name]
             pos = self.cast_to(self.ev(s.pos), s.pos.dtype, s.pos_temp.dtype)
-            b.store(b.select(better, pos, b.load(pptr)), pptr)
+            pos, old = self.match(pos, b.load(pptr))
+            b.store(b.select(better, pos, old), pptr)
         else:
             raise TypeError(f"unknown accumulator op {s.op}")
         b.store(r, ptr)
@@ -284,10 +438,22 @@ class FunctionLowering:
             return self.env["sym:" + e.name]
         if isinstance(e, E.Load):
             flat = E.linearize(list(e.index), self.shapes[e.slot])
-            ptr = b.gep(self.env["buf:" + e.slot], [self.index(flat)], inbounds=True)
-            v = b.load(ptr)
+            mt = memory_type(self.btypes[e.slot])
+            if self.lanes > 1 and self.lane_var in E.free_vars(flat):
+                vt = ir.VectorType(mt, self.lanes)
+                if _stride(flat, self.lane_var, E.Var("__jn", self.lane_var.extent - 1)) == 1:
+                    ptr = b.bitcast(self.lane_address(e.slot, flat), vt.as_pointer())
+                    v = b.load(ptr, align=_esize(mt))
+                else:   # a gather, lane by lane (not chosen by _plan_lanes; kept correct anyway)
+                    base = self.env["buf:" + e.slot]
+                    v = self.per_lane(lambda a: b.load(b.gep(base, [a[0]], inbounds=True)),
+                                      [self.splat(self.index(flat))])
+                zero = ir.Constant(vt, 0)
+            else:
+                v = b.load(b.gep(self.env["buf:" + e.slot], [self.index(flat)], inbounds=True))
+                zero = ir.Constant(I8, 0)
             if self.btypes[e.slot] == "bool":
-                v = b.icmp_unsigned("!=", v, ir.Constant(I8, 0))
+                v = b.icmp_unsigned("!=", v, zero)
             return self.cast_to(v, self.btypes[e.slot], e.dtype)
         if isinstance(e, E.Bin):
             return self.binary(e)
@@ -298,7 +464,7 @@ class FunctionLowering:
             if e.op == "not":
                 return b.xor(self.truth(a, e.a.dtype), ir.Constant(I1, 1))
             if e.op == "bitnot":
-                return b.xor(a, ir.Constant(a.type, -1 if a.type.width > 1 else 1))
+                return b.xor(a, ir.Constant(a.type, -1 if _elem(a.type).width > 1 else 1))
             raise TypeError(e.op)
         if isinstance(e, E.Call):
             return self.call(e)
@@ -306,6 +472,7 @@ class FunctionLowering:
             c = self.truth(self.ev(e.cond), e.cond.dtype)
             x = self.ev(e.a)
             y = self.cast_to(self.ev(e.b), e.b.dtype, e.a.dtype)
+            c, x, y = self.match(c, x, y)
             return b.select(c, x, y)
         if isinstance(e, E.Cast):
             return self.cast_to(self.ev(e.a), e.a.dtype, e.dtype)
@@ -322,6 +489,7 @@ class FunctionLowering:
     def maxmin(self, op: str, a, c, dt: str):
         b = self.b
         cmp = ">" if op == "max" else "<"
+        a, c = self.match(a, c)
         if is_float(dt):
             # NaN in either operand gives NaN (as fz_max_f32 and numpy).
             keep = b.or_(b.fcmp_ordered(cmp, a, c), b.fcmp_unordered("!=", a, a))
@@ -334,19 +502,20 @@ class FunctionLowering:
         op, dt = e.op, e.a.dtype
         x = self.ev(e.a)
         y = self.cast_to(self.ev(e.b), e.b.dtype, dt) if op not in ("shl", "shr") else self.ev(e.b)
-        if op in ("shl", "shr") and y.type != x.type:
+        if op in ("shl", "shr") and _elem(y.type) != _elem(x.type):
             y = self.cast_to(y, e.b.dtype, dt)
         f = is_float(dt)
         if op in ("and", "or", "xor"):
-            x, y = self.truth(x, dt), self.truth(y, dt)
+            x, y = self.match(self.truth(x, dt), self.truth(y, dt))
             return {"and": b.and_, "or": b.or_, "xor": b.xor}[op](x, y)
+        x, y = self.match(x, y)
         if op in _FCMP:
             if f:
                 return (b.fcmp_unordered if op == "ne" else b.fcmp_ordered)(_FCMP[op], x, y)
             return self._icmp(_FCMP[op], x, y, dt)
         if op in ("add", "sub", "mul"):
             if f:
-                return {"add": b.fadd, "sub": b.fsub, "mul": b.fmul}[op](x, y)
+                return {"add": b.fadd, "sub": b.fsub, "mul": b.fmul}[op](x, y, flags=CONTRACT)
             return {"add": b.add, "sub": b.sub, "mul": b.mul}[op](x, y)
         if op in ("max", "min"):
             return self.maxmin(op, x, y, dt)
@@ -385,7 +554,10 @@ class FunctionLowering:
         zero, one = ir.Constant(t, 0), ir.Constant(t, 1)
         uns = is_unsigned(dt)
         if op == "pow":
-            return b.call(self.ipow(t, uns), [x, y])
+            fn = self.ipow(_elem(t), uns)
+            if _isvec(x):
+                return self.per_lane(lambda a: b.call(fn, a), [x, y])
+            return b.call(fn, [x, y])
         nonneg = E.bounds(e.a)[0] >= 0 and isinstance(e.b, E.Const) and e.b.value > 0
         if nonneg or (uns and isinstance(e.b, E.Const) and e.b.value > 0):
             if op in ("div", "floordiv"):
@@ -451,14 +623,15 @@ class FunctionLowering:
 
     def intrinsic(self, base: str, args: list) -> ir.Value:
         t = args[0].type
-        suffix = {"float": "f32", "double": "f64", "half": "f16"}[str(t)]
-        name = f"{base}.{suffix}"
+        name = f"{base}.{_tname(t)}"
         fn = self.m.globals.get(name)
         if fn is None:
             fn = ir.Function(self.m, ir.FunctionType(t, [t] * len(args)), name)
         return self.b.call(fn, args)
 
     def libm(self, name: str, t: ir.Type, args: list) -> ir.Value:
+        if any(_isvec(a) for a in args):   # no vector math library: one call per lane
+            return self.per_lane(lambda a: self.libm(name, t, a), args)
         fn = self.m.globals.get(name)
         if fn is None:
             fn = ir.Function(self.m, ir.FunctionType(t, [t] * len(args)), name)
@@ -505,6 +678,8 @@ class FunctionLowering:
             return v
         b = self.b
         t = value_type(dst)
+        if _isvec(v):
+            t = ir.VectorType(t, v.type.count)
         if dst == "bool":
             if is_float(src):
                 return b.fcmp_unordered("!=", v, ir.Constant(v.type, 0.0))
@@ -517,14 +692,14 @@ class FunctionLowering:
         if is_float(src):
             # NaN -> 0, out of range saturates (C's fz_f2* give 0 for NaN).
             base = "llvm.fptoui.sat" if is_unsigned(dst) else "llvm.fptosi.sat"
-            name = f"{base}.i{t.width}.{ {'float': 'f32', 'double': 'f64', 'half': 'f16'}[str(v.type)] }"
+            name = f"{base}.{_tname(t)}.{_tname(v.type)}"
             fn = self.m.globals.get(name)
             if fn is None:
                 fn = ir.Function(self.m, ir.FunctionType(t, [v.type]), name)
             return b.call(fn, [v])
         if is_float(dst):
             return b.uitofp(v, t) if is_unsigned(src) else b.sitofp(v, t)
-        ws, wd = v.type.width, t.width
+        ws, wd = _elem(v.type).width, _elem(t).width
         if wd == ws:
             return v
         if wd < ws:
@@ -532,8 +707,130 @@ class FunctionLowering:
         return b.zext(v, t) if is_unsigned(src) else b.sext(v, t)
 
 
+def _elem(t: ir.Type) -> ir.Type:
+    return t.element if isinstance(t, ir.VectorType) else t
+
+
+def _tname(t: ir.Type) -> str:
+    """LLVM's overloaded-intrinsic suffix of a type: f32, v8f32, i64..."""
+    if isinstance(t, ir.VectorType):
+        return f"v{t.count}{_tname(t.element)}"
+    return {"float": "f32", "double": "f64", "half": "f16"}.get(str(t)) or f"i{t.width}"
+
+
+def _isvec(v) -> bool:
+    return isinstance(v.type, ir.VectorType)
+
+
+def _esize(t: ir.Type) -> int:
+    return {"float": 4, "double": 8, "half": 2}.get(str(t)) or max(t.width // 8, 1)
+
+
 def _fbits(dt: str) -> int:
     return {"float16": 16, "float32": 32, "float64": 64}[dt]
+
+
+def _unroll_jam(fn: Function, lane_idx: int, r: int) -> Function | None:
+    """Unroll the last outer var (other than the lane var) whose extent r
+    divides by r and jam the copies: loops of the copies are merged, so the
+    copies' reductions share one loop (and its loads of operands that do not
+    depend on the unrolled var). None when no var qualifies."""
+    import dataclasses
+    cand = [k for k in range(len(fn.outer)) if k != lane_idx and isinstance(fn.outer_extents[k], int)
+            and fn.outer_extents[k] >= r and fn.outer_extents[k] % r == 0]
+    if not cand:
+        return None
+    k = cand[-1]
+    i = fn.outer[k]
+    iu = E.Var(i.name + "u", fn.outer_extents[k] // r)
+    temps = {}
+    for st in _walk_stmts(fn.body):
+        for t in (getattr(st, "temp", None), getattr(st, "pos_temp", None)):
+            if t is not None:
+                temps[t.name] = t
+
+    def copy(stmts, m):
+        out = []
+        for st in stmts:
+            sub = (lambda e: E.substitute(e, m) if e is not None else None)
+            if isinstance(st, Loop):
+                out.append(Loop(st.var, st.extent, copy(st.body, m)))
+            elif isinstance(st, Let):
+                out.append(Let(m[st.temp], sub(st.value)))
+            elif isinstance(st, Decl):
+                out.append(Decl(m[st.temp], sub(st.init)))
+            elif isinstance(st, Update):
+                out.append(Update(m[st.temp], st.op, sub(st.value),
+                                  m[st.pos_temp] if st.pos_temp is not None else None, sub(st.pos)))
+            elif isinstance(st, Store):
+                out.append(Store(st.buffer, sub(st.index), sub(st.value), st.dtype))
+            else:
+                return None
+        return out
+
+    copies = []
+    for c in range(r):
+        m = {i: E.binary("add", E.binary("mul", iu, r), c)}
+        m.update({t: Temp(f"{t.name}_{c}", t.dtype) for t in temps.values()})
+        body = copy(fn.body, m)
+        if body is None:
+            return None
+        copies.append(body)
+
+    def jam(lists):
+        out = []
+        for group in zip(*lists):
+            if all(isinstance(g, Loop) for g in group) and len({(g.var, str(g.extent)) for g in group}) == 1:
+                out.append(Loop(group[0].var, group[0].extent, jam([g.body for g in group])))
+            else:
+                out.extend(group)
+        return out
+
+    outer = list(fn.outer)
+    exts = list(fn.outer_extents)
+    outer[k], exts[k] = iu, fn.outer_extents[k] // r
+    return dataclasses.replace(fn, outer=outer, outer_extents=exts, body=jam(copies),
+                               schedule=fn.schedule + f", {i.name} unrolled x{r} and jammed")
+
+
+def _walk_stmts(stmts):
+    for s in stmts:
+        yield s
+        if isinstance(s, Loop):
+            yield from _walk_stmts(s.body)
+
+
+def _stride(flat: E.Expr, j: E.Var, shifted: E.Var):
+    """flat(j+1) - flat(j) when it is a constant, else None."""
+    if j not in E.free_vars(flat):
+        return 0
+    a = E.substitute(flat, {j: shifted})
+    b = E.substitute(flat, {j: E.binary("add", shifted, 1)})
+    d = E.binary("sub", b, a)
+    return d.value if isinstance(d, E.Const) else None
+
+
+def _varying_temps(fn: Function, j: E.Var) -> set[str]:
+    """Temps whose value depends on the lane variable (directly or through other temps)."""
+    out: set[str] = set()
+
+    def dep(e) -> bool:
+        return any((isinstance(x, E.Var) and x == j) or (isinstance(x, Temp) and x.name in out)
+                   for x in E.walk(e))
+    changed = True
+    while changed:
+        changed = False
+        for s in _walk_stmts(fn.body):
+            names = []
+            if isinstance(s, Let) and dep(s.value):
+                names = [s.temp.name]
+            elif isinstance(s, Update) and (dep(s.value) or (s.pos is not None and dep(s.pos))):
+                names = [s.temp.name] + ([s.pos_temp.name] if s.pos_temp is not None else [])
+            for n in names:
+                if n not in out:
+                    out.add(n)
+                    changed = True
+    return out
 
 
 def _syms(fn: Function) -> set[str]:

@@ -52,6 +52,9 @@ def attr_fields(node) -> dict:
 
 
 def _c_literal(ctype: str, v) -> str:
+    if "[" in ctype:  # fixed-size array field
+        base = ctype.split("[")[0]
+        return "{" + ", ".join(_c_literal(base, x) for x in v) + "}"
     if ctype == "float":
         return repr(float(np.float32(v))) + "f" if np.isfinite(v) else ("(1.0f/0.0f)" if v > 0 else "(-1.0f/0.0f)")
     if ctype == "double":
@@ -85,12 +88,12 @@ def call(node, in_names: list, out_names: list, on_error: str = "return -1;",
         raise ValueError(f"layout must be 'compact' or 'capacity', not {layout!r}")
     k = kernel_for(node.op)
     fields = attr_fields(node)
-    decl = struct_fields()[k.c_name]
+    decl = struct_fields()[k.attrs_struct]
     if set(fields) != {n for _, n in decl}:
         raise AssertionError(f"{k.op}: fields {sorted(fields)} do not match fz_opaque.h")
     ident = f"fz_attrs_{_node_id(node)}"
     init = ", ".join(f".{n} = {_c_literal(t, fields[n])}" for t, n in decl)
-    file_scope = f"static const struct fz_attrs_{k.c_name} {ident} = {{{init}}};"
+    file_scope = f"static const struct fz_attrs_{k.attrs_struct} {ident} = {{{init}}};"
     ins = list(in_names)
     while ins and ins[-1] is None:
         ins.pop()
@@ -130,4 +133,5 @@ def max_output_shapes(node) -> list[tuple[int, ...]]:
     node does not use): the static shape, or an upper bound."""
     k = kernel_for(node.op)
     shapes, values = _shapes_values(node)
-    return [tuple(int(d) for d in s) for s in k.capacity(shapes, values, attr_fields(node))]
+    dtypes = [None if v is None else v.dtype for v in node.inputs]
+    return [tuple(int(d) for d in s) for s in k.capacity(shapes, values, {**attr_fields(node), "_dtypes": dtypes})]

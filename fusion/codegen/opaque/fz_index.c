@@ -365,3 +365,86 @@ int fz_op_TensorScatter(const fz_tensor *in, int n_in, fz_tensor *out, int n_out
     }
     return 0;
 }
+
+/* ---------------------------------------------------------------- BitCast */
+
+/* the same bytes as another type: equal sizes keep the shape, a wider input
+ * gains a trailing dimension, a narrower one loses its last (which must be
+ * the size ratio) */
+int fz_op_BitCast(const fz_tensor *in, int n_in, fz_tensor *out, int n_out, const void *attrs) {
+    const char *op = "BitCast";
+    const struct fz_attrs_BitCast *a = (const struct fz_attrs_BitCast *)attrs;
+    if (a == NULL || n_in < 1 || n_out < 1) FZ_FAIL("%s: expects 1 input, 1 output and attributes", op);
+    const fz_tensor *x = &in[0];
+    int64_t n = fz_check(op, "input", x);
+    if (n < 0) return -1;
+    int sa = fz_dtype_size(x->dtype), sb = fz_dtype_size(a->to);
+    if (sb == 0 || x->dtype == FZ_BOOL || a->to == FZ_BOOL)
+        FZ_FAIL("%s: cannot reinterpret %s as %s", op, fz_dtype_name(x->dtype), fz_dtype_name(a->to));
+    if (fz_out_dtype(op, 0, &out[0], a->to)) return -1;
+    int64_t shape[FZ_MAX_RANK];
+    int rank = x->rank;
+    memcpy(shape, x->shape, sizeof shape);
+    if (sa > sb) {
+        if (rank >= FZ_MAX_RANK) FZ_FAIL("%s: the output would have rank %d", op, rank + 1);
+        shape[rank++] = sa / sb;
+    } else if (sa < sb) {
+        if (rank < 1 || x->shape[rank - 1] != sb / sa)
+            FZ_FAIL("%s: the last dimension must be %d to make %s from %s", op, sb / sa, fz_dtype_name(a->to),
+                    fz_dtype_name(x->dtype));
+        rank--;
+    }
+    if (fz_set_output(op, 0, &out[0], rank, shape)) return -1;
+    if (out[0].data != x->data) fz_copy(out[0].data, x->data, (size_t)n * sa);
+    return 0;
+}
+
+/* -------------------------------------------------------------- MaxUnpool */
+
+/* Y = zeros; Y.flat[I[i]] = X[i]. Y has output_shape when given (the shape
+ * MaxPool's input had, which its indices address), else the unpooled shape
+ * (in - 1) * stride + kernel - pads. As onnxruntime: indices are flat
+ * positions in Y itself. */
+int fz_op_MaxUnpool(const fz_tensor *in, int n_in, fz_tensor *out, int n_out, const void *attrs) {
+    const char *op = "MaxUnpool";
+    const struct fz_attrs_MaxUnpool *a = (const struct fz_attrs_MaxUnpool *)attrs;
+    if (a == NULL || n_in < 2 || n_out < 1) FZ_FAIL("%s: expects X, I, 1 output and attributes", op);
+    const fz_tensor *x = &in[0], *ind = &in[1], *os = fz_present(in, n_in, 2) ? &in[2] : NULL;
+    int64_t n = fz_check(op, "input X", x);
+    if (n < 0 || fz_check(op, "input I", ind) < 0 || (os && fz_check(op, "input output_shape", os) < 0)) return -1;
+    int r = x->rank, nd = r - 2;
+    if (r < 3 || nd > 6) FZ_FAIL("%s: X must have 1 to 6 spatial dimensions", op);
+    if (!fz_is_index_type(ind->dtype) || ind->rank != r) FZ_FAIL("%s: I must be int64 with X's shape", op);
+    for (int d = 0; d < r; d++)
+        if (ind->shape[d] != x->shape[d]) FZ_FAIL("%s: I must have X's shape", op);
+    int64_t inf[FZ_MAX_RANK], shape[FZ_MAX_RANK];
+    inf[0] = x->shape[0];
+    inf[1] = x->shape[1];
+    for (int i = 0; i < nd; i++) {
+        if (a->kernel_shape[i] < 1 || a->strides[i] < 1) FZ_FAIL("%s: kernel_shape and strides must be >= 1", op);
+        inf[2 + i] = (x->shape[2 + i] - 1) * a->strides[i] + a->kernel_shape[i] - a->pads[i] - a->pads[6 + i];
+        if (inf[2 + i] < 0) FZ_FAIL("%s: pads leave a negative output size", op);
+    }
+    memcpy(shape, inf, sizeof shape);
+    if (os) {
+        if (!fz_is_index_type(os->dtype) || os->rank != 1 || os->shape[0] != r)
+            FZ_FAIL("%s: output_shape must be int64 with %d values", op, r);
+        for (int d = 0; d < r; d++) {
+            shape[d] = fz_index_at(os, d);
+            if (shape[d] < inf[d])
+                FZ_FAIL("%s: output_shape[%d] = %lld is smaller than the unpooled size %lld", op, d, (long long)shape[d],
+                        (long long)inf[d]);
+        }
+    }
+    if (fz_out_dtype(op, 0, &out[0], x->dtype) || fz_set_output(op, 0, &out[0], r, shape)) return -1;
+    size_t es = (size_t)fz_dtype_size(x->dtype);
+    int64_t total = fz_count(r, shape);
+    if (total > 0) memset(out[0].data, 0, (size_t)total * es);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t k = fz_index_at(ind, i);
+        if (k < 0 || k >= total)
+            FZ_FAIL("%s: index %lld is outside the output of %lld elements", op, (long long)k, (long long)total);
+        memcpy((char *)out[0].data + (size_t)k * es, (const char *)x->data + (size_t)i * es, es);
+    }
+    return 0;
+}

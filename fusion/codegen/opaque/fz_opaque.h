@@ -13,7 +13,7 @@
  *  - no global state except the per-thread error message.
  *
  * The attribute structs below are parsed by fusion/codegen/opaque/kernels.py
- * (one field per line: `type name;`), keep that form.
+ * (one field per line: `type name;` or `type name[N];`), keep that form.
  */
 #ifndef FZ_OPAQUE_H
 #define FZ_OPAQUE_H
@@ -136,6 +136,29 @@ struct fz_attrs_Attention {
     float softcap;
 };
 
+struct fz_attrs_QLinearMatMul {
+    int32_t unused;
+};
+
+/* ConvInteger and QLinearConv; pads[0..5] are the begins, pads[6..11] the ends */
+struct fz_attrs_QConv {
+    int64_t group;
+    int32_t auto_pad;        /* 0 NOTSET, 1 SAME_UPPER, 2 SAME_LOWER, 3 VALID */
+    int64_t strides[6];
+    int64_t dilations[6];
+    int64_t pads[12];
+};
+
+struct fz_attrs_BitCast {
+    int32_t to;              /* ONNX element type of the output */
+};
+
+struct fz_attrs_MaxUnpool {
+    int64_t kernel_shape[6];
+    int64_t strides[6];
+    int64_t pads[12];        /* begins at 0..5, ends at 6..11 */
+};
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -173,6 +196,11 @@ FZ_KERNEL(Window); /* HannWindow, HammingWindow, BlackmanWindow */
 FZ_KERNEL(DynamicQuantizeLinear);
 FZ_KERNEL(TensorScatter);
 FZ_KERNEL(Attention);
+FZ_KERNEL(QLinearMatMul);
+FZ_KERNEL(ConvInteger);
+FZ_KERNEL(QLinearConv);
+FZ_KERNEL(BitCast);
+FZ_KERNEL(MaxUnpool);
 
 #ifdef __cplusplus
 }

@@ -39,13 +39,19 @@ def struct_fields() -> dict[str, tuple[tuple[str, str], ...]]:
     out = {}
     for m in re.finditer(r"struct\s+fz_attrs_(\w+)\s*\{(.*?)\};", text, re.S):
         body = re.sub(r"/\*.*?\*/", "", m.group(2), flags=re.S)
-        out[m.group(1)] = tuple((t, n) for t, n in re.findall(r"(\w+)\s+(\w+)\s*;", body))
+        out[m.group(1)] = tuple((t + (f"[{k}]" if k else ""), n)
+                                for t, n, k in re.findall(r"(\w+)\s+(\w+)\s*(?:\[(\d+)\])?\s*;", body))
     return out
+
+
+def _ctype(t: str):
+    m = re.fullmatch(r"(\w+)\[(\d+)\]", t)
+    return _CTYPES[m.group(1)] * int(m.group(2)) if m else _CTYPES[t]
 
 
 @lru_cache(maxsize=None)
 def ctypes_struct(op: str) -> type:
-    fields = [(n, _CTYPES[t]) for t, n in struct_fields()[op]]
+    fields = [(n, _ctype(t)) for t, n in struct_fields()[op]]
     return type(f"fz_attrs_{op}", (ctypes.Structure,), {"_fields_": fields})
 
 
@@ -113,6 +119,39 @@ def _attention(a, opset):
             "qk_mode": int(a.get("qk_matmul_output_mode", 0) or 0),
             "has_scale": int(sc is not None), "scale": float(sc) if sc is not None else 0.0,
             "softcap": float(a.get("softcap", 0.0) or 0.0)}
+
+
+def _qconv(a, opset):
+    def arr(v, n, fill):
+        v = list(v or [])
+        if len(v) > n:
+            raise FusionError(f"ConvInteger/QLinearConv: more than {n // (2 if n == 12 else 1)} spatial dimensions")
+        return [int(x) for x in v] + [fill] * (n - len(v))
+    pads = list(a.get("pads") or [])
+    nd = len(pads) // 2
+    pads = pads[:nd] + [0] * (6 - nd) + pads[nd:] + [0] * (6 - nd)  # begins at 0..5, ends at 6..11
+    return {"group": int(a.get("group", 1) or 1),
+            "auto_pad": _choice("Conv", "auto_pad", a.get("auto_pad", "NOTSET") or "NOTSET",
+                                {"notset": 0, "same_upper": 1, "same_lower": 2, "valid": 3}),
+            "strides": arr(a.get("strides"), 6, 1), "dilations": arr(a.get("dilations"), 6, 1), "pads": pads}
+
+
+def _spatial(v, n, fill):
+    v = [int(x) for x in (v or [])]
+    if len(v) > n:
+        raise FusionError(f"more than {n} spatial dimensions are not supported by the runtime kernels")
+    return v + [fill] * (n - len(v))
+
+
+def _pads12(p):
+    p = [int(x) for x in (p or [])]
+    nd = len(p) // 2
+    return _spatial(p[:nd], 6, 0) + _spatial(p[nd:], 6, 0)
+
+
+def _maxunpool(a, opset):
+    return {"kernel_shape": _spatial(a.get("kernel_shape"), 6, 1), "strides": _spatial(a.get("strides"), 6, 1),
+            "pads": _pads12(a.get("pads"))}
 
 
 def _unique(a, opset):
@@ -228,25 +267,81 @@ def _cap_attention(s, v, f):
     return [y, (B, hk, T, dk), (B, hk, T, dv), (B, hq, Sq, T)]
 
 
+def _cap_matmul(s, v, f):
+    a, b = tuple(s[0]), tuple(s[3])
+    ba, bb = a[:-2], b[:-2]
+    n = max(len(ba), len(bb))
+    ba, bb = (1,) * (n - len(ba)) + ba, (1,) * (n - len(bb)) + bb
+    batch = tuple(0 if 0 in (x, y) else max(x, y) for x, y in zip(ba, bb))
+    return [batch + (a[-2:-1] if len(a) >= 2 else ()) + (b[-1:] if len(b) >= 2 else ())]
+
+
+def _cap_qconv(x_index, w_index):
+    def cap(s, v, f):
+        x, w = s[x_index], s[w_index]
+        nd = len(x) - 2
+        out = [x[0], w[0]]
+        for i in range(nd):
+            st, dl, k = f["strides"][i], f["dilations"][i], w[2 + i]
+            span = (k - 1) * dl + 1
+            if f["auto_pad"] in (1, 2):
+                out.append(-(-x[2 + i] // st))
+                continue
+            pb, pe = (0, 0) if f["auto_pad"] == 3 else (f["pads"][i], f["pads"][6 + i])
+            room = x[2 + i] + pb + pe - span
+            out.append(room // st + 1 if room >= 0 else 0)
+        return [tuple(out)]
+    return cap
+
+
+def _cap_maxunpool(s, v, f):
+    if len(s) > 2 and s[2] is not None:
+        if v[2] is None:
+            raise ShapeError("MaxUnpool: output_shape must be a constant (it is the output's shape)")
+        return [tuple(int(x) for x in np.asarray(v[2]).reshape(-1))]
+    x = s[0]
+    return [tuple(x[:2]) + tuple((x[2 + i] - 1) * f["strides"][i] + f["kernel_shape"][i] - f["pads"][i] - f["pads"][6 + i]
+                                 for i in range(len(x) - 2))]
+
+
+def _to_dtype(d, f):
+    from onnx.helper import tensor_dtype_to_np_dtype
+    return [np.dtype(tensor_dtype_to_np_dtype(f["to"]))]
+
+
+def _cap_bitcast(s, v, f):
+    x = tuple(s[0])
+    a = f["_dtypes"][0].itemsize
+    b = _to_dtype(None, f)[0].itemsize
+    return [x if a == b else x + (a // b,) if a > b else x[:-1]]
+
+
 # ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Kernel:
     op: str
     fields: Callable[[dict, int], dict]                 # (node attrs, opset) -> struct fields
-    capacity: Callable[[Shapes, list, dict], list]      # -> a shape per output
+    capacity: Callable[[Shapes, list, dict], list]      # -> a shape per output (fields + "_dtypes": input dtypes)
     out_dtypes: Callable[[list, dict], list]            # (input dtypes, fields) -> output dtypes
     dtypes: tuple | None                                # accepted dtypes of input 0 (None: any fixed size)
     n_out: int = 1
     cname: str = ""                                     # C kernel (fz_op_<cname>) when not the op's name
     accepts: Callable | None = None                     # node -> bool: attribute combinations it implements
+    struct_name: str = ""                               # attribute struct (fz_attrs_<name>) when shared
+
+    @property
+    def attrs_struct(self) -> str:
+        return self.struct_name or self.c_name
 
     @property
     def c_name(self) -> str:
         return self.cname or self.op
 
     def struct(self, fields: dict):
-        return ctypes_struct(self.c_name)(**fields)
+        cls = ctypes_struct(self.attrs_struct)
+        types = dict(cls._fields_)
+        return cls(**{k: types[k](*v) if isinstance(v, (list, tuple)) else v for k, v in fields.items()})
 
 
 _first = lambda d, f: [d[0]]
@@ -279,6 +374,13 @@ KERNELS: dict[str, Kernel] = {k.op: k for k in [
            _same_as_input, _first, ANY),
     Kernel("Attention", _attention, _cap_attention, lambda d, f: [d[0]] * 4, FLOATS, 4,
            accepts=lambda node: all(node.attrs.get(x) in (None, -1) for x in ("left_window_size", "right_window_size"))),
+    Kernel("QLinearMatMul", lambda a, o: {"unused": 0}, _cap_matmul, lambda d, f: [d[7]], ("uint8", "int8")),
+    Kernel("ConvInteger", _qconv, _cap_qconv(0, 1), lambda d, f: [np.dtype(np.int32)], ("uint8", "int8"),
+           struct_name="QConv"),
+    Kernel("QLinearConv", _qconv, _cap_qconv(0, 3), lambda d, f: [d[7]], ("uint8", "int8"), struct_name="QConv"),
+    Kernel("BitCast", lambda a, o: {"to": int(a.get("to", 0))}, _cap_bitcast, _to_dtype, ANY),
+    Kernel("MaxUnpool", _maxunpool, _cap_maxunpool, _first, ANY),
+    Kernel("Scatter", _scatter_el, _same_as_input, _first, ANY, cname="ScatterElements"),
     Kernel("DynamicQuantizeLinear", lambda a, o: {"unused": 0}, lambda s, v, f: [tuple(s[0]), (), ()],
            lambda d, f: [np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.uint8)], ("float32",), 3),
 ]}

@@ -99,9 +99,10 @@ def run_kernel(op: str, inputs: list, attrs: dict | None = None, *, opset: int =
     k = kernel_for(op)
     lib = lib or load()
     fields = k.fields(dict(attrs or {}), opset)
-    arrays = [None if a is None else np.ascontiguousarray(a) for a in inputs]
+    arrays = [None if a is None else np.asarray(a, order="C") for a in inputs]  # (ascontiguousarray makes 0-d 1-d)
     if capacity is None:
-        capacity = k.capacity([None if a is None else a.shape for a in arrays], arrays, fields)
+        capacity = k.capacity([None if a is None else a.shape for a in arrays], arrays,
+                              {**fields, "_dtypes": [None if a is None else a.dtype for a in arrays]})
     if out_dtypes is None:
         out_dtypes = k.out_dtypes([None if a is None else a.dtype for a in arrays], fields)
     bufs = [np.zeros(max(int(np.prod(s, dtype=np.int64)), 1), dtype=dt) for s, dt in zip(capacity, out_dtypes)]

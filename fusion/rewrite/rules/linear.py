@@ -94,6 +94,21 @@ def _conv_conv(b, m):
     return _conv(b, m, b.op("Add", m["W"], m["W2"]), bias)
 
 
+def _conv_in_ok(m):
+    # A scale per input channel commutes with zero padding (0*s = 0); groups
+    # would need the scale split per group, so only group=1 or a scalar.
+    x, w = m["X"], m["W"]
+    conv = m.root
+    return (x.rank == w.rank and per_channel(m["S"], x.rank, 1, x.shape[1])
+            and (int(conv.attrs.get("group", 1)) == 1 or int(np.prod(m["S"].shape)) == 1))
+
+
+def _conv_in_scale(b, m):
+    w = m["W"]
+    s = b.op("Reshape", m["S"], b.ints([1, -1] + [1] * (w.rank - 2)))
+    return b.op("Conv", m["X"], b.op("Mul", w, s), m.get("B"), **dict(m.root.attrs))
+
+
 def _mm_pc(m):
     w = m["W"]
     return w.rank >= 2 and per_channel(m["C"], m["Y"].rank, m["Y"].rank - 1, w.shape[-1])
@@ -201,6 +216,10 @@ def rules():
              note="the bias is added in a different order", example=_ex(), doc="Conv(X,W,B)+c -> Conv(X, W, B+c)"),
         Rule("conv-sub", F, ("Sub", conv, "C"), _conv_sub, consts=("C",), when=_conv_pc, exact=False,
              note="the bias is added in a different order", example=_ex(), doc="Conv(X,W,B)-c -> Conv(X, W, B-c)"),
+        Rule("conv-input-scale", F, ("Conv", ("Mul", "X", "S"), "W", "B"), _conv_in_scale, consts=("W", "S"),
+             when=_conv_in_ok, exact=False, note=SCALE,
+             example=_ex(shapes={"S": (2, 1, 1)}, consts=("W", "B", "S")),
+             doc="Conv(X*s, W, B) -> Conv(X, W*s, B), s per input channel (input normalization)"),
         Rule("conv-batchnorm", F, ("BatchNormalization", conv, "S", "BB", "MU", "VAR"), _conv_bn,
              consts=("W", "S", "BB", "MU", "VAR"), when=_bn_ok, requires=("BatchNormalization",), exact=False,
              note=SCALE, example=_ex(shapes={"S": (3,), "BB": (3,), "MU": (3,), "VAR": (3,)},

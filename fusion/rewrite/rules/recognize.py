@@ -95,7 +95,7 @@ def _leaky(b, m):
     return b.op("LeakyRelu", m["X"], alpha=float(val(m, "AL").reshape(-1)[0]))
 
 
-SM_EX = {"shapes": {"X": (2, 4)}, "values": {"AX": np.array([1])}}
+SM_EX = {"shapes": {"X": (2, 3)}, "values": {"AX": np.array([1])}}
 LN_EX = {"shapes": {"X": (2, 3), "G": (3,), "BETA": (3,)}, "consts": ("G", "BETA"),
          "values": {"AX": np.array([-1]), "EPS": np.float32(1e-5)}}
 

@@ -1,0 +1,174 @@
+"""Local-memory tiled GEMM for MatMul and Gemm anchors.
+
+The CPU fast kernels are C text, so the GPU gets its own: a work-group of
+TS x TS work-items computes a TS x TS tile of C; each step stages a TS x TS
+tile of A and of B in __local memory (one element per work-item, then a
+barrier) and accumulates from there, so every global element is read
+K/TS times fewer. Operands are read through the anchor's composed prologue
+(producers inlined) and every block output is written by the composed
+epilogue, both from fusion/codegen/anchors.py's AnchorContext (the same
+machinery as the CPU kernels; it prints C with `A->buf[...]` loads, which we
+keep by giving the kernel an `A` struct of typed __global pointers).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fusion.ir import expr as E
+from fusion.codegen.loops import Function
+from fusion.codegen.opencl.clprint import cltype, storage_order
+
+TS = 16
+
+
+@dataclass
+class Tile:
+    fn: Function
+    batch: list[int]
+    M: int
+    N: int
+    K: int
+    a_expr: str            # A element at (b..., m, k) as OpenCL C (vars bt_*, m, ka)
+    b_expr: str
+    epilogue: str          # statements storing every block output from `acc` at (b..., m, n)
+    ts: int = TS
+
+    @property
+    def tiles(self) -> int:
+        return -(-self.M // self.ts) * -(-self.N // self.ts)
+
+    @property
+    def total(self) -> int:
+        return int(np.prod(self.batch or [1])) * self.tiles * self.ts * self.ts
+
+    @property
+    def local(self) -> int:
+        return self.ts * self.ts
+
+    @property
+    def global_size(self) -> int:
+        return self.total
+
+    def kernel(self, kname: str, places, fp16: bool = False) -> tuple[str, list[str]]:
+        fn, ts = self.fn, self.ts
+        written = {b.name for b in fn.buffers if b.role == "out"}
+        storages = sorted({places[b.name].storage for b in fn.buffers}, key=storage_order)
+        outs = {places[n].storage for n in written}
+        params = ", ".join(f"__global {'' if s in outs else 'const '}char *{s}" for s in storages)
+        L = [f"/* block {fn.name}: {fn.schedule} */", f"struct {kname}_args {{"]
+        for b in fn.buffers:
+            c = "" if b.name in written else "const "
+            L.append(f"    __global {c}{cltype(b.dtype)} *{b.name};")
+        L.append("};")
+        L.append(f"__kernel __attribute__((reqd_work_group_size({ts * ts}, 1, 1))) void {kname}({params}) {{")
+        L.append(f"    struct {kname}_args A_ = {{ " + ", ".join(
+            f"(__global {'' if b.name in written else 'const '}{cltype(b.dtype)} *)({places[b.name].storage} + "
+            f"{places[b.name].offset})" for b in fn.buffers) + " };")
+        L.append(f"    const struct {kname}_args *A = &A_;")
+        L.append(f"    __local float As[{ts}][{ts + 1}], Bs[{ts}][{ts + 1}];   /* +1: no bank conflicts */")
+        L.append("    const long grp = (long)get_group_id(0);")
+        L.append(f"    const int ly = (int)get_local_id(0) / {ts}, lx = (int)get_local_id(0) % {ts};")
+        tn = -(-self.N // ts)
+        L.append(f"    const long bt = grp / {self.tiles}L, t_ = grp % {self.tiles}L;")
+        L.append(f"    const long m = (t_ / {tn}L) * {ts} + ly, n = (t_ % {tn}L) * {ts} + lx;")
+        stride = 1
+        for d in range(len(self.batch) - 1, -1, -1):
+            L.append(f"    const long bt_{d} = (bt / {stride}L) % {self.batch[d]}L;")
+            stride *= self.batch[d]
+        L.append("    float acc = 0.0f;")
+        L.append(f"    for (long k0 = 0; k0 < {self.K}L; k0 += {ts}) {{")
+        L.append(f"        {{ const long ka = k0 + lx; As[ly][lx] = (m < {self.M}L && ka < {self.K}L) ? "
+                 f"(float)({self.a_expr}) : 0.0f; }}")
+        L.append(f"        {{ const long kb = k0 + ly; Bs[ly][lx] = (kb < {self.K}L && n < {self.N}L) ? "
+                 f"(float)({self.b_expr}) : 0.0f; }}")
+        L.append("        barrier(CLK_LOCAL_MEM_FENCE);")
+        L.append(f"        for (int kk = 0; kk < {ts}; ++kk) acc += As[ly][kk] * Bs[kk][lx];")
+        L.append("        barrier(CLK_LOCAL_MEM_FENCE);")
+        L.append("    }")
+        L.append(f"    if (m < {self.M}L && n < {self.N}L) {self.epilogue}")
+        L.append("}")
+        return "\n".join(L), storages
+
+
+def tiled_block(em, block, outs):
+    """A Function standing for the tiled kernel (its description kept in
+    em.tiles), or None: plain loop nest."""
+    from fusion.codegen import anchors
+    a = block.anchor
+    if a is None or a.op not in ("MatMul", "Gemm") or em.fp16:
+        return None
+    if any(v is not None and v.dtype != np.float32 for v in list(a.inputs) + a.outputs):
+        return None
+    if em.target.local_mem_bytes and 2 * TS * (TS + 1) * 4 > em.target.local_mem_bytes:
+        return None
+    if em.target.max_work_group and TS * TS > em.target.max_work_group:
+        return None
+    ctx = anchors.AnchorContext(em, block, outs)
+    try:
+        ctx.epilogue()
+        desc = _describe(ctx)
+    except anchors._Refuse:
+        return None
+    if desc is None:
+        return None
+    batch, M, N, K, a_expr, b_expr, epi = desc
+    text = a_expr + b_expr + epi
+    used = {n: v for n, v in ctx.comp.loads.items() if f"A->{n}[" in text}
+    fn = Function(block.name, em.buffers_for(used, outs), [], [], [],
+                  schedule=f"tiled GEMM {M}x{N}x{K}" + (f" x batch {batch}" if batch else "") +
+                  f", {TS}x{TS} work-groups, A/B tiles in local memory")
+    em.tiles[block.name] = Tile(fn, batch, M, N, K, a_expr, b_expr, epi)
+    return fn
+
+
+def _batch_index(shape, nb: int, last2: list[str]) -> list[str]:
+    """Index strings of an operand of `shape` for output batch dims bt_0..:
+    numpy broadcasting over the leading dims, then the two matrix dims."""
+    r = len(shape)
+    own = r - 2
+    idx = []
+    for d in range(own):
+        od = nb - own + d
+        idx.append("0" if int(shape[d]) == 1 or od < 0 else f"bt_{od}")
+    return idx + last2
+
+
+def _describe(ctx):
+    a = ctx.anchor
+    if a.op == "MatMul":
+        x, w = a.inputs
+        if x.rank < 2 or w.rank < 2:
+            return None
+        out = [int(d) for d in a.outputs[0].shape]
+        batch = out[:-2]
+        M, N, K = int(x.shape[-2]), int(w.shape[-1]), int(x.shape[-1])
+        A = ctx.operand(x, x.shape)
+        B = ctx.operand(w, w.shape)
+        epi = ctx.epilogue()
+        nb = len(batch)
+        a_expr = A.c_expr(_batch_index(x.shape, nb, ["m", "ka"]))
+        b_expr = B.c_expr(_batch_index(w.shape, nb, ["kb", "n"]))
+        return batch, M, N, K, a_expr, b_expr, epi([f"bt_{d}" for d in range(nb)] + ["m", "n"], "acc")
+    # Gemm: alpha * A' B' + beta * C, transposes folded into the operand index.
+    from fusion.codegen.anchors import _scaled
+    x, w = a.inputs[0], a.inputs[1]
+    c = a.input(2)
+    ta, tb = int(a.attrs.get("transA", 0)), int(a.attrs.get("transB", 0))
+    alpha, beta = float(a.attrs.get("alpha", 1.0)), float(a.attrs.get("beta", 1.0))
+    M = int(x.shape[1] if ta else x.shape[0])
+    K = int(x.shape[0] if ta else x.shape[1])
+    N = int(w.shape[0] if tb else w.shape[1])
+    A = ctx.operand(x, (M, K), (lambda v: [v[1], v[0]]) if ta else None)
+    B = ctx.operand(w, (K, N), (lambda v: [v[1], v[0]]) if tb else None)
+    acc = _scaled(alpha, "acc")
+    if c is not None:
+        cvars = [E.Var("__c0", M), E.Var("__c1", N)]
+        ce = ctx.comp.value(c, E.broadcast_index(cvars, c.shape))
+        for name, val in ctx.comp.loads.items():
+            ctx.shapes[name] = ctx.em.shape_of(val)
+        pr = ctx._printer({"__c0": "(m)", "__c1": "(n)"})
+        acc = f"{acc} + {_scaled(beta, pr.p(ce))}"
+    epi = ctx.epilogue()
+    return [], M, N, K, A.c_expr(["m", "ka"]), B.c_expr(["kb", "n"]), epi(["m", "n"], acc)

@@ -1,0 +1,249 @@
+"""A planned graph -> an OpenCL program: kernel source, weights blob, and the
+step list the host runs (kernels and host steps, in plan order).
+
+Lowering is the C backend's (ModelEmitter + fusion/codegen/lower.py): the
+same loop-nest Functions, printed by clprint. What differs from the CPU
+library: GEMM anchors get the local-memory tiled kernel (gemm.py) instead of
+the CPU kernels (which are C text), and opaque blocks (TopK, RoiAlign...)
+become host steps that run the op table's numpy reference between kernels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fusion.errors import FusionError, UnsupportedOpError
+from fusion.ir.graph import Value
+from fusion.plan.types import Block
+from fusion.codegen import lower as L
+from fusion.codegen.emit import ModelEmitter
+from fusion.codegen.loops import Function, Let, Loop
+from fusion.codegen.memory import ALIGN, Interval, align, naive_bytes, plan_memory
+from fusion.codegen.opencl.clprint import PRELUDE, KernelPrinter, Place, intrinsic_defines
+
+
+@dataclass
+class KernelStep:
+    name: str                 # kernel name in the program
+    block: str
+    storages: list[str]       # argument order
+    total: int                # work-items needed (flattened outer range)
+    fn: Function
+    reads: list[str] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)
+    local: int = 0            # fixed work-group size (tiled kernels), 0: chosen at load
+    global_size: int = 0      # fixed global size (tiled kernels), 0: total rounded up
+    ops: list[str] = field(default_factory=list)
+    anchor: str | None = None
+    schedule: str = ""
+
+
+@dataclass
+class HostStep:
+    """An opaque block run on the host: read back its inputs, run the op
+    table's reference, write its outputs back."""
+    block: Block
+    reads: list[str]          # buffer names of block inputs that live on the device
+    writes: list[str]
+    consts: dict              # value name -> array for constant inputs
+    names: dict               # id(value) -> buffer name
+
+
+@dataclass
+class Program:
+    source: str
+    weights: bytes
+    arena_bytes: int
+    naive_arena_bytes: int
+    steps: list
+    places: dict[str, Place]
+    sizes: dict[str, tuple[str, tuple]]     # buffer name -> (dtype, shape)
+    inputs: list
+    outputs: list
+    tail: list                              # (output index, kind, source) for outputs no step writes
+    fp16: bool = False
+    kernel_args_max: int = 0
+
+
+def widen_ndrange(fn: Function) -> Function:
+    """Move loops with independent iterations into the NDRange: the CPU
+    schedule keeps the innermost dim as a loop to vectorize, a GPU wants one
+    work-item per element. A loop qualifies when it is all that follows the
+    (recomputable) Lets of the outer body; a reduction's accumulator stops it."""
+    while True:
+        lets = [s for s in fn.body[:-1] if isinstance(s, Let)]
+        last = fn.body[-1] if fn.body else None
+        if not isinstance(last, Loop) or len(lets) != len(fn.body) - 1 or not isinstance(last.extent, int):
+            return fn
+        fn.outer = list(fn.outer) + [last.var]
+        fn.outer_extents = list(fn.outer_extents) + [last.extent]
+        fn.body = lets + list(last.body)
+        fn.schedule += f"; {last.var.name} in the NDRange"
+
+
+class OpenCLEmitter(ModelEmitter):
+    """ModelEmitter without the CPU fast kernels and C calls for opaque ops."""
+
+    def __init__(self, graph, plan, target, fp16: bool = False, tiled_gemm: bool = True):
+        super().__init__(graph, plan, target)
+        self.fp16, self.tiled_gemm = fp16, tiled_gemm
+        self.tiles: dict[str, object] = {}     # function name -> tiled GEMM description
+
+    def lower_block(self, b: Block):
+        outs = [v for v in b.outputs if self.constval(v) is None]
+        if not outs or self.fold(b):
+            return None
+        if b.opaque:
+            return self.host_block(b, outs)
+        touched = [v for n in b.nodes for v in n.all_inputs() + n.outputs]
+        if any(v.shape is not None and not v.is_static for v in touched):
+            raise UnsupportedOpError(f"block {b.name}: a tensor whose size is known only at run time "
+                                     f"({b.nodes[0].label()}); the OpenCL backend needs static shapes")
+        groups: dict[int, list[Value]] = {}
+        for v in outs:
+            groups.setdefault(int(np.prod(self.shape_of(v))), []).append(v)
+        if self.tiled_gemm and len(groups) == 1:
+            from fusion.codegen.opencl import gemm
+            fn = gemm.tiled_block(self, b, outs)
+            if fn is not None:
+                return fn
+        fns = [widen_ndrange(L.lower_block(b.name if k == 0 else f"{b.name}_{k + 1}", b.nodes, grp,
+                                           cname=self.cname, literal=self.literal, shape_of=self.shape_of,
+                                           buffers_for=self.buffers_for))
+               for k, grp in enumerate(groups.values())]
+        return fns[0] if len(fns) == 1 else fns
+
+    def host_block(self, b: Block, outs: list[Value]) -> HostStep:
+        for v in b.inputs + outs:
+            if v.shape is None or not v.is_static:
+                raise UnsupportedOpError(f"{b.nodes[0].label()}: {b.nodes[0].op} gives a tensor whose size depends "
+                                         f"on the data ({v.name}); the OpenCL backend needs static shapes")
+        for n in b.nodes:
+            if n.opdef is None or n.opdef.reference is None or n.opdef.needs_env:
+                raise UnsupportedOpError(f"{n.label()}: op '{n.op}' has no reference to run as a host step")
+        names = {}
+        consts = {}
+        reads = []
+        for v in b.inputs:
+            a = self.constval(v)
+            if a is not None:
+                consts[v.name] = np.asarray(a, dtype=v.dtype)
+            else:
+                names[id(v)] = self.cname(v)
+                reads.append(self.cname(v))
+        writes = []
+        for v in outs:
+            names[id(v)] = self.cname(v)
+            writes.append(self.cname(v))
+        return HostStep(b, reads, writes, consts, names)
+
+    # ----------------------------------------------------------------- program
+    def program(self, max_kernel_args: int = 0, fp16_arith: bool = False) -> Program:
+        g = self.graph
+        for v in g.inputs:
+            if not v.is_static:
+                raise UnsupportedOpError(f"input '{v.name}' has open dimensions {list(v.shape)}; bind them with "
+                                         f"--shape {v.name}=...")
+        items = []
+        for b in self.plan.blocks:
+            r = self.lower_block(b)
+            for x in (r if isinstance(r, list) else [r] if r is not None else []):
+                items.append((b, x))
+        in_index = {id(v): i for i, v in enumerate(g.inputs)}
+        out_index: dict[int, int] = {}
+        for j, v in enumerate(g.outputs):
+            out_index.setdefault(id(v), j)
+        by_name: dict[str, Value] = {}
+        for v in list(g.values.values()) + [o for n in g.nodes for o in n.outputs]:
+            if id(v) in self.names:
+                by_name[self.names[id(v)]] = v
+        # Liveness over the step sequence (host steps included), then one arena.
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        sizes: dict[str, tuple[str, tuple]] = {}
+        for k, (_, x) in enumerate(items):
+            if isinstance(x, HostStep):
+                ws, rs = x.writes, x.reads
+            else:
+                ws = [bf.name for bf in x.buffers if bf.role == "out"]
+                rs = [bf.name for bf in x.buffers if bf.role == "in"]
+            for n in ws:
+                first.setdefault(n, k)
+            for n in rs:
+                last[n] = k
+        places: dict[str, Place] = {}
+        intervals = []
+        for name in set(first) | set(last):
+            v = by_name[name]
+            sizes[name] = (v.dtype.name, self.shape_of(v))
+            if id(v) in in_index:
+                places[name] = Place(f"in{in_index[id(v)]}", 0)
+            elif id(v) in out_index:
+                places[name] = Place(f"out{out_index[id(v)]}", 0)
+            elif name in first:
+                intervals.append(Interval(name, self.nbytes(v), first[name], last.get(name, first[name])))
+            else:
+                raise AssertionError(f"{name} is read but never written")
+        arena = plan_memory(intervals)
+        for iv in intervals:
+            places[iv.key] = Place("M", iv.offset)
+        for name, (off, arr) in self.weights.items():
+            places[name] = Place("W", off)
+        kernels, steps = [], []
+        args_max = 0
+        for k, (b, x) in enumerate(items):
+            if isinstance(x, HostStep):
+                steps.append(x)
+                continue
+            kname = f"fz_{x.name}"
+            tile = self.tiles.get(x.name)
+            if tile is not None:
+                text, storages = tile.kernel(kname, places, self.fp16)
+                step = KernelStep(kname, b.name, storages, tile.total, x, local=tile.local,
+                                  global_size=tile.global_size)
+            else:
+                kp = KernelPrinter(x, places, kname, fp16=self.fp16, fp16_arith=fp16_arith)
+                text = kp.kernel()
+                step = KernelStep(kname, b.name, kp.storages(), kp.total(), x)
+            step.ops = [n.op for n in b.nodes]
+            step.anchor = b.anchor.op if b.anchor is not None else None
+            step.schedule = x.schedule
+            step.reads = [bf.name for bf in x.buffers if bf.role != "out"]
+            step.writes = [bf.name for bf in x.buffers if bf.role == "out"]
+            if max_kernel_args and len(step.storages) > max_kernel_args:
+                raise FusionError(f"block {b.name}: kernel {kname} needs {len(step.storages)} arguments, the "
+                                  f"target allows {max_kernel_args}; plan with this target so the planner splits it")
+            args_max = max(args_max, len(step.storages))
+            kernels.append(text)
+            steps.append(step)
+        tail = []
+        written = set(first)
+        for j, v in enumerate(g.outputs):
+            name = self.names.get(id(v))
+            if name in written and out_index[id(v)] == j:
+                continue
+            if name in written:
+                tail.append((j, "output", out_index[id(v)]))
+            elif self.constval(v) is not None:
+                tail.append((j, "const", np.asarray(self.constval(v), dtype=v.dtype)))
+            elif id(v) in in_index:
+                tail.append((j, "input", in_index[id(v)]))
+            else:
+                raise AssertionError(f"graph output {v.name} is never computed")
+        defs = []
+        if self.fp16:
+            defs.append("/* fp16 storage for weights and intermediates */")
+        source = "\n".join([f"/* {g.name}: generated by fusion for target {self.target.name}; one kernel per "
+                            f"fused block */", PRELUDE, intrinsic_defines()] + kernels) + "\n"
+        return Program(source, self._blob(), max(arena, ALIGN), naive_bytes(intervals), steps, places, sizes,
+                       list(g.inputs), list(g.outputs), tail, self.fp16, args_max)
+
+    def _blob(self) -> bytes:
+        body = bytearray(align(max(self.weight_end, 1), ALIGN))
+        for name, (off, arr) in self.weights.items():
+            a = np.ascontiguousarray(arr)
+            if self.fp16 and a.dtype == np.float32:
+                a = a.astype(np.float16)
+            body[off:off + a.nbytes] = a.tobytes()
+        return bytes(body)

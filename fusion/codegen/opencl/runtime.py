@@ -1,0 +1,208 @@
+"""Runs a Program through pyopencl: one build, device buffers for weights,
+arena, inputs and outputs, kernels enqueued in plan order on one in-order
+queue (no host round trips between kernels; host steps read back only the
+tensors they need), outputs read at the end.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fusion.errors import FusionError, InputError
+from fusion.codegen.opencl.program import HostStep, KernelStep, Program
+
+
+def _cl():
+    try:
+        import pyopencl as cl
+    except ImportError:
+        raise FusionError("the opencl target needs pyopencl (pip install pyopencl)") from None
+    return cl
+
+
+def find_device(prefer: str | None = None):
+    """The first OpenCL device (GPU first), or a FusionError saying none is present."""
+    cl = _cl()
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error:
+        platforms = []
+    devices = [d for p in platforms for d in p.get_devices()]
+    if not devices:
+        raise FusionError("no OpenCL platform is present; install a driver (on Debian: pocl-opencl-icd)")
+    if prefer:
+        devices = [d for d in devices if prefer.lower() in d.name.lower()] or devices
+    devices.sort(key=lambda d: 0 if d.type & cl.device_type.GPU else 1)
+    return devices[0]
+
+
+def device_info(dev) -> dict:
+    return {"name": dev.name.strip(), "platform": dev.platform.name.strip(), "version": dev.version.strip(),
+            "max_work_group": int(dev.max_work_group_size), "local_mem_bytes": int(dev.local_mem_size),
+            "compute_units": int(dev.max_compute_units), "fp16": "cl_khr_fp16" in dev.extensions,
+            "fp64": "cl_khr_fp64" in dev.extensions}
+
+
+def pick_local(total: int, limit: int) -> int:
+    """Largest power of two <= limit, but not much larger than the work."""
+    wg = 1
+    while wg * 2 <= limit and wg < total:
+        wg *= 2
+    return wg
+
+
+class OpenCLModel:
+    def __init__(self, prog: Program, target, device=None, report: dict | None = None, profile: bool = False):
+        cl = _cl()
+        self.prog, self.target = prog, target
+        self.device = device or find_device()
+        self.info = device_info(self.device)
+        self.ctx = cl.Context([self.device])
+        self.profile = profile
+        props = cl.command_queue_properties.PROFILING_ENABLE if profile else 0
+        self.queue = cl.CommandQueue(self.ctx, properties=props)
+        self.seconds: dict[str, float] = {}
+        opts = ["-cl-std=CL1.2"] + (["-DFZ_FP64"] if self.info["fp64"] else [])
+        try:
+            # pyopencl caches the binary by source + options (and PoCL keeps its own cache).
+            self.program = cl.Program(self.ctx, prog.source).build(options=opts)
+        except cl.RuntimeError as e:
+            raise FusionError(f"the OpenCL compiler rejected the generated kernels: {str(e).splitlines()[0]}")
+        mf = cl.mem_flags
+        self.W = cl.Buffer(self.ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=np.frombuffer(prog.weights, np.uint8))
+        self.M = cl.Buffer(self.ctx, mf.READ_WRITE, size=prog.arena_bytes)
+        self.ins = [cl.Buffer(self.ctx, mf.READ_ONLY, size=max(self._nbytes(v), 4)) for v in prog.inputs]
+        self.outs = [cl.Buffer(self.ctx, mf.READ_WRITE, size=max(self._nbytes(v), 4)) for v in prog.outputs]
+        limit = min(target.max_work_group or 1 << 30, self.info["max_work_group"])
+        self.launch = []
+        for st in prog.steps:
+            if isinstance(st, HostStep):
+                self.launch.append(st)
+                continue
+            k = getattr(self.program, st.name)
+            k.set_args(*[self._storage(s) for s in st.storages])
+            if st.local:
+                local, glob = st.local, st.global_size
+            else:
+                kmax = k.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, self.device)
+                local = pick_local(st.total, min(limit, kmax))
+                glob = (st.total + local - 1) // local * local
+            self.launch.append((st, k, glob, local))
+        self.kernel_count = sum(1 for s in prog.steps if isinstance(s, KernelStep))
+        self.host_steps = sum(1 for s in prog.steps if isinstance(s, HostStep))
+        self.launches = 0
+        self.report = report or {}
+
+    @staticmethod
+    def _nbytes(v) -> int:
+        return int(np.prod([int(d) for d in v.shape])) * v.dtype.itemsize
+
+    def _storage(self, s: str):
+        if s == "W":
+            return self.W
+        if s == "M":
+            return self.M
+        if s.startswith("in"):
+            return self.ins[int(s[2:])]
+        return self.outs[int(s[3:])]
+
+    # ------------------------------------------------------------- host steps
+    def _read(self, name: str) -> np.ndarray:
+        cl = _cl()
+        dt, shape = self.prog.sizes[name]
+        pl = self.prog.places[name]
+        half = self.prog.fp16 and dt == "float32" and pl.storage == "M"
+        a = np.empty(shape, np.float16 if half else dt)
+        cl.enqueue_copy(self.queue, a, self._storage(pl.storage), src_offset=pl.offset)
+        return a.astype(np.float32) if half else a
+
+    def _write(self, name: str, a: np.ndarray) -> None:
+        cl = _cl()
+        dt, shape = self.prog.sizes[name]
+        pl = self.prog.places[name]
+        half = self.prog.fp16 and dt == "float32" and pl.storage == "M"
+        a = np.ascontiguousarray(np.asarray(a).astype(np.float16 if half else dt).reshape(shape))
+        cl.enqueue_copy(self.queue, self._storage(pl.storage), a, dst_offset=pl.offset)
+
+    def _host(self, st: HostStep) -> None:
+        vals = {}
+        for v in st.block.inputs:
+            vals[id(v)] = st.consts[v.name] if v.name in st.consts else self._read(st.names[id(v)])
+        for n in st.block.nodes:
+            args = [None if v is None else vals.get(id(v)) for v in n.inputs]
+            with np.errstate(all="ignore"):
+                outs = n.opdef.reference(n, args)
+            for v, a in zip(n.outputs, outs):
+                vals[id(v)] = np.asarray(a)
+        for v in st.block.outputs:
+            if id(v) in st.names:
+                self._write(st.names[id(v)], vals[id(v)])
+
+    # ------------------------------------------------------------------ run
+    def check_feeds(self, feeds: dict) -> list[np.ndarray]:
+        if not isinstance(feeds, dict):
+            raise InputError(f"run() takes a dict of input name -> array; got {type(feeds).__name__}")
+        names = [v.name for v in self.prog.inputs]
+        unknown = [k for k in feeds if k not in names]
+        if unknown:
+            raise InputError(f"unknown input '{unknown[0]}'; the model's inputs are: {', '.join(names)}")
+        arrays = []
+        for v in self.prog.inputs:
+            shape = tuple(int(d) for d in v.shape)
+            if v.name not in feeds:
+                raise InputError(f"input '{v.name}' is missing (expected {v.dtype.name} {list(shape)})")
+            a = np.asarray(feeds[v.name])
+            if a.dtype != v.dtype:
+                raise InputError(f"input '{v.name}' has dtype {a.dtype}, the model expects {v.dtype.name} "
+                                 f"(convert with .astype(np.{v.dtype.name}))")
+            if tuple(a.shape) != shape:
+                raise InputError(f"input '{v.name}' has shape {list(a.shape)}, the model was compiled for "
+                                 f"{list(shape)}")
+            arrays.append(np.ascontiguousarray(a))
+        return arrays
+
+    def run(self, feeds: dict) -> dict[str, np.ndarray]:
+        cl = _cl()
+        arrays = self.check_feeds(feeds)
+        q = self.queue
+        events = []
+        for buf, a in zip(self.ins, arrays):
+            if a.nbytes:
+                cl.enqueue_copy(q, buf, a, is_blocking=False)
+        for item in self.launch:
+            if isinstance(item, HostStep):
+                self._host(item)
+                continue
+            st, k, glob, local = item
+            if st.total == 0:
+                continue
+            ev = cl.enqueue_nd_range_kernel(q, k, (glob,), (local,))
+            self.launches += 1
+            if self.profile:
+                events.append((st.name, ev))
+        result = {}
+        outs = []
+        for j, v in enumerate(self.prog.outputs):
+            a = np.empty(tuple(int(d) for d in v.shape), v.dtype)
+            outs.append(a)
+        for j, a in enumerate(outs):
+            if a.nbytes and not any(t[0] == j for t in self.prog.tail):
+                cl.enqueue_copy(q, a, self.outs[j], is_blocking=False)
+        q.finish()
+        for name, ev in events:
+            self.seconds[name] = self.seconds.get(name, 0.0) + (ev.profile.end - ev.profile.start) * 1e-9
+        for j, kind, src in self.prog.tail:
+            outs[j][...] = outs[src] if kind == "output" else src if kind == "const" else arrays[src]
+        for v, a in zip(self.prog.outputs, outs):
+            result.setdefault(v.name, a)
+        return result
+
+    def kernel_seconds(self) -> dict[str, float]:
+        """Device seconds per kernel over all runs so far (compile with profile=True)."""
+        return dict(self.seconds)
+
+    def close(self) -> None:
+        for b in [getattr(self, "W", None), getattr(self, "M", None)] + getattr(self, "ins", []) + \
+                getattr(self, "outs", []):
+            if b is not None:
+                b.release()
+        self.ins, self.outs, self.W, self.M = [], [], None, None

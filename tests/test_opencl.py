@@ -1,0 +1,307 @@
+"""The OpenCL backend on PoCL: kernels per op class and class pair, the
+tiled GEMM, host steps, kernel-argument limits, fp16 storage, the C host
+library, and small zoo models, all against onnxruntime."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+
+import fusion
+from fusion.errors import FusionError
+from fusion.oracle import compare, random_inputs, run_onnxruntime
+
+
+def _platform() -> str:
+    try:
+        import pyopencl as cl
+        return "" if any(p.get_devices() for p in cl.get_platforms()) else "no OpenCL device"
+    except ImportError:
+        return "pyopencl is not installed"
+    except Exception as e:   # pyopencl raises LogicError/RuntimeError without an ICD
+        return f"no OpenCL platform ({e.__class__.__name__}); install pocl-opencl-icd"
+
+
+_WHY = _platform()
+pytestmark = pytest.mark.skipif(bool(_WHY), reason=_WHY or "ok")
+
+from fusion.codegen import opencl  # noqa: E402
+
+F = T.FLOAT
+rng = np.random.default_rng(11)
+
+
+def W(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def model(nodes, inputs, outputs, inits=(), opset=13):
+    g = h.make_graph(nodes, "t", [h.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+                     [h.make_tensor_value_info(n, t, None) for n, t in outputs],
+                     [onnx.numpy_helper.from_array(a, n) for n, a in inits])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
+
+
+def check(proto, **kwargs):
+    g = fusion.load(proto)
+    feeds = random_inputs(g, seed=5)
+    expected = run_onnxruntime(proto, feeds)
+    mod = opencl.compile(g, **kwargs)
+    try:
+        got = mod.run(feeds)
+        rep = compare(got, expected)
+        assert rep.ok, str(rep)
+        assert mod.launches == mod.kernel_count   # one launch per kernel, no extra passes
+    finally:
+        mod.close()
+    return mod
+
+
+def kernels_of(mod):
+    return [s for s in mod.prog.steps if hasattr(s, "storages")]
+
+
+# ------------------------------------------------------------------ op classes
+
+def test_one_to_one_chain_is_one_kernel_over_every_element():
+    m = model([h.make_node("Mul", ["x", "y"], ["a"]), h.make_node("Sigmoid", ["a"], ["b"]),
+               h.make_node("Erf", ["b"], ["c"]), h.make_node("Sub", ["c", "x"], ["z"])],
+              [("x", F, [3, 5, 37]), ("y", F, [3, 5, 37])], [("z", F)])
+    mod = check(m)
+    assert mod.kernel_count == 1
+    (k,) = kernels_of(mod)
+    assert k.total == 3 * 5 * 37   # the CPU's inner vector loop moved into the NDRange
+    src = mod.prog.source
+    assert "__kernel void fz_b" in src and "if (p_ >= 555L) return;" in src
+
+
+def test_broadcast_and_where():
+    m = model([h.make_node("Add", ["x", "b"], ["a"]), h.make_node("Greater", ["a", "s"], ["c"]),
+               h.make_node("Where", ["c", "a", "s"], ["z"])],
+              [("x", F, [2, 4, 6, 5]), ("b", F, [4, 1, 1]), ("s", F, [5])], [("z", F)])
+    check(m)
+
+
+def test_reductions_keepdims_and_not():
+    m = model([h.make_node("ReduceSum", ["x", "ax"], ["a"], keepdims=1),
+               h.make_node("ReduceMax", ["x"], ["b"], axes=[0, 2], keepdims=0),
+               h.make_node("Exp", ["b"], ["z"]), h.make_node("Div", ["x", "a"], ["y"])],
+              [("x", F, [4, 6, 9])], [("y", F), ("z", F)], [("ax", np.array([1], np.int64))])
+    check(m)
+
+
+def test_softmax_middle_axis_and_layernorm_pattern():
+    m = model([h.make_node("Softmax", ["x"], ["s"], axis=1),
+               h.make_node("ReduceMean", ["s"], ["mu"], axes=[-1]), h.make_node("Sub", ["s", "mu"], ["d"]),
+               h.make_node("Mul", ["d", "d"], ["d2"]), h.make_node("ReduceMean", ["d2"], ["var"], axes=[-1]),
+               h.make_node("Add", ["var", "eps"], ["ve"]), h.make_node("Sqrt", ["ve"], ["sd"]),
+               h.make_node("Div", ["d", "sd"], ["z"])],
+              [("x", F, [2, 7, 33])], [("z", F)], [("eps", np.array(1e-5, np.float32))])
+    check(m)
+
+
+def test_matmul_is_tiled_with_fused_epilogue():
+    m = model([h.make_node("MatMul", ["x", "w"], ["a"]), h.make_node("Add", ["a", "b"], ["c"]),
+               h.make_node("Relu", ["c"], ["z"])],
+              [("x", F, [2, 37, 29])], [("z", F)], [("w", W(29, 45)), ("b", W(45))])
+    mod = check(m)
+    assert mod.kernel_count == 1
+    assert "tiled GEMM 37x45x29" in kernels_of(mod)[0].schedule
+    assert "__local float As" in mod.prog.source and "barrier(CLK_LOCAL_MEM_FENCE)" in mod.prog.source
+
+
+def test_batched_matmul_with_transposed_prologue_and_broadcast_batch():
+    m = model([h.make_node("Transpose", ["x"], ["xt"], perm=[0, 1, 3, 2]), h.make_node("MatMul", ["xt", "y"], ["z"])],
+              [("x", F, [2, 3, 20, 17]), ("y", F, [3, 20, 33])], [("z", F)])
+    mod = check(m)
+    assert any("tiled" in k.schedule for k in kernels_of(mod))
+
+
+def test_gemm_transposes_alpha_beta_and_plain_nest_agree():
+    m = model([h.make_node("Gemm", ["x", "w", "b"], ["a"], transA=1, transB=1, alpha=0.5, beta=2.0),
+               h.make_node("Tanh", ["a"], ["z"])],
+              [("x", F, [40, 5])], [("z", F)], [("w", W(30, 40)), ("b", W(30))])
+    tiled = check(m)
+    assert "tiled" in kernels_of(tiled)[0].schedule
+    plain = check(m, tiled_gemm=False)
+    assert "tiled" not in kernels_of(plain)[0].schedule
+
+
+def test_conv_bn_relu_pool():
+    m = model([h.make_node("Conv", ["x", "w", "cb"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+               h.make_node("BatchNormalization", ["c", "g", "be", "mu", "var"], ["n"]),
+               h.make_node("Relu", ["n"], ["r"]),
+               h.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+               h.make_node("Conv", ["p", "dw"], ["d"], group=8, pads=[1, 1, 1, 1]),
+               h.make_node("GlobalAveragePool", ["d"], ["z"])],
+              [("x", F, [1, 3, 17, 17])], [("z", F), ("r", F)],
+              [("w", W(8, 3, 3, 3)), ("cb", W(8)), ("g", W(8)), ("be", W(8)), ("mu", W(8)),
+               ("var", np.abs(W(8)) + 0.5), ("dw", W(8, 1, 3, 3))])
+    check(m)
+
+
+def test_reshape_transpose_slice_concat_compose_into_index_arithmetic():
+    m = model([h.make_node("Reshape", ["x", "sh"], ["r"]), h.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3]),
+               h.make_node("Slice", ["t", "st", "en", "ax"], ["s"]),
+               h.make_node("Concat", ["s", "y"], ["c"], axis=3), h.make_node("Relu", ["c"], ["z"])],
+              [("x", F, [2, 12, 20]), ("y", F, [2, 3, 9, 4])], [("z", F)],
+              [("sh", np.array([2, 12, 4, 5], np.int64)), ("st", np.array([1, 0], np.int64)),
+               ("en", np.array([10, 4], np.int64)), ("ax", np.array([2, 3], np.int64))])
+    mod = check(m)
+    assert mod.kernel_count <= 2
+
+
+# --------------------------------------------------------------- host steps
+
+def test_opaque_topk_runs_as_host_step_between_kernels():
+    m = model([h.make_node("Mul", ["x", "x"], ["a"]), h.make_node("TopK", ["a", "k"], ["v", "i"], axis=-1),
+               h.make_node("Sqrt", ["v"], ["s"]), h.make_node("Cast", ["i"], ["f"], to=F),
+               h.make_node("Add", ["s", "f"], ["z"])],
+              [("x", F, [3, 40])], [("z", F), ("i", T.INT64)], [("k", np.array([5], np.int64))])
+    mod = check(m)
+    assert mod.host_steps == 1 and mod.kernel_count >= 2
+    kinds = ["host" if not hasattr(s, "storages") else "kernel" for s in mod.prog.steps]
+    assert kinds.index("host") not in (0, len(kinds) - 1)   # in the middle: the device resumes after it
+
+
+# ------------------------------------------------------------------- limits
+
+def test_kernel_argument_limit_of_the_target():
+    from fusion.targets import get_target
+    n = 12
+    nodes, acc = [], "x0"
+    for i in range(1, n):
+        nodes.append(h.make_node("Add", [acc, f"x{i}"], [f"s{i}"]))
+        acc = f"s{i}"
+    nodes.append(h.make_node("Relu", [acc], ["z"]))
+    m = model(nodes, [(f"x{i}", F, [4, 8]) for i in range(n)], [("z", F)])
+    t = get_target("opencl", max_kernel_args=5)
+    mod = check(m, target=t)
+    assert mod.kernel_count >= 3
+    assert all(len(k.storages) <= 5 for k in kernels_of(mod))
+    # a single op that needs more arguments than the target has: one clear error
+    c = model([h.make_node("Concat", [f"x{i}" for i in range(n)], ["z"], axis=0)],
+              [(f"x{i}", F, [4, 8]) for i in range(n)], [("z", F)])
+    with pytest.raises(FusionError, match="arguments"):
+        opencl.compile(fusion.load(c), target=t)
+
+
+def test_work_group_respects_target_and_device():
+    from fusion.targets import get_target
+    m = model([h.make_node("Relu", ["x"], ["z"])], [("x", F, [1000])], [("z", F)])
+    mod = opencl.compile(fusion.load(m), target=get_target("opencl", max_work_group=64))
+    try:
+        (st, _, glob, local) = mod.launch[0]
+        assert local == 64 and glob == 1024 and glob % local == 0
+        x = np.linspace(-1, 1, 1000, dtype=np.float32)
+        np.testing.assert_array_equal(mod.run({"x": x})["z"], np.maximum(x, 0))
+    finally:
+        mod.close()
+
+
+def test_fp16_storage():
+    m = model([h.make_node("MatMul", ["x", "w"], ["a"]), h.make_node("Sigmoid", ["a"], ["s"]),
+               h.make_node("Softmax", ["s"], ["z"], axis=-1)],
+              [("x", F, [8, 16])], [("z", F)], [("w", W(16, 24))])
+    g = fusion.load(m)
+    feeds = random_inputs(g, seed=5)
+    expected = run_onnxruntime(m, feeds)
+    mod = opencl.compile(g, fp16=True)
+    try:
+        src = mod.prog.source
+        assert "vload_half" in src and "vstore_half" in src
+        assert len(mod.prog.weights) < 16 * 24 * 4      # weights stored as half
+        got = mod.run(feeds)
+        half = lambda d: {k: np.asarray(v, np.float16) for k, v in d.items()}
+        rep = compare(half(got), half(expected))
+        assert rep.ok, str(rep)
+        assert not compare(got, expected).max_abs_err == 0.0   # it really rounded through half
+    finally:
+        mod.close()
+
+
+def test_user_errors_are_one_line():
+    m = model([h.make_node("Relu", ["x"], ["z"])], [("x", F, [2, 3])], [("z", F)])
+    mod = opencl.compile(fusion.load(m))
+    try:
+        with pytest.raises(FusionError, match="has shape \\[3, 2\\]"):
+            mod.run({"x": np.zeros((3, 2), np.float32)})
+        with pytest.raises(FusionError, match="dtype float64"):
+            mod.run({"x": np.zeros((2, 3))})
+    finally:
+        mod.close()
+    with pytest.raises(FusionError, match="CPU target"):
+        opencl.compile(fusion.load(m), target="host")
+
+
+# --------------------------------------------------------- C host / Android
+
+def test_c_host_library_runs_on_this_machine_and_caches_the_binary(tmp_path):
+    from fusion.codegen.opencl import android
+    m = model([h.make_node("MatMul", ["x", "w"], ["a"]), h.make_node("Gelu" if False else "Tanh", ["a"], ["b"]),
+               h.make_node("ReduceSum", ["b", "ax"], ["z"], keepdims=0)],
+              [("x", F, [4, 33, 20])], [("z", F), ("b", F)], [("w", W(20, 18)), ("ax", np.array([1], np.int64))])
+    g = fusion.load(m)
+    feeds = random_inputs(g, seed=2)
+    expected = run_onnxruntime(m, feeds)
+    art = android.build(g, str(tmp_path / "host"), target="host")
+    for _ in range(2):   # second load: from the cached program binary
+        lib = android.HostLibrary(art)
+        try:
+            rep = compare(lib.run(feeds), expected)
+            assert rep.ok, str(rep)
+        finally:
+            lib.close()
+        assert os.path.getsize(art.weights + ".clbin") > 0
+
+
+def test_android_gpu_artifact_is_an_arm64_library(tmp_path):
+    from fusion.codegen.opencl import android
+    from fusion.device.cross import elf_info
+    m = model([h.make_node("MatMul", ["x", "w"], ["a"]), h.make_node("Relu", ["a"], ["z"])],
+              [("x", F, [4, 16])], [("z", F)], [("w", W(16, 8))])
+    art = android.build(fusion.load(m), str(tmp_path / "gpu"))
+    info = elf_info(art.library)
+    assert "AArch64" in str(info)
+    assert "model_create" in str(info) and "libOpenCL" not in str(info.get("needed", ""))
+    src = open(art.host_source).read()
+    assert 'dlopen(names[i]' in src and "clEnqueueNDRangeKernel" not in src.split("static struct")[0]
+    assert open(art.kernels).read().count("__kernel") == art.kernel_count == 1
+
+
+# ---------------------------------------------------------------------- zoo
+
+def _zoo(name: str):
+    try:
+        from fusion import zoo  # noqa: F401
+    except ImportError:
+        pytest.skip("fusion.zoo is not in this build")
+    from fusion.codegen.driver import load_graph
+    from fusion.ir.onnx_export import to_onnx
+    g = load_graph(name)
+    feeds = random_inputs(g, seed=0)
+    expected = run_onnxruntime(to_onnx(g), feeds)
+    mod = opencl.compile(g)
+    try:
+        rep = compare(mod.run(feeds), expected)
+        assert rep.ok, f"{name}: {rep}"
+        assert mod.kernel_count < len(g.nodes)
+    finally:
+        mod.close()
+    return mod
+
+
+@pytest.mark.parametrize("name", ["zoo:tinybert:small", "zoo:efficientnet-b0:small"])
+def test_zoo_small_models(name):
+    _zoo(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vgg-16", "distilbert", "albert", "bert-base", "mobilebert", "gpt-2", "c3d", "s3d",
+                                  "u-net", "mobilenetv1-ssd", "yolo-v4", "faster-rcnn", "mask-rcnn"])
+def test_zoo_small_models_slow(name):
+    _zoo(f"zoo:{name}:small")
