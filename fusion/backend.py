@@ -388,20 +388,31 @@ def run_case(case, category: str, executor: str = "interpreter", backend=FusionB
     return res
 
 
+_LOADED: dict = {}
+
+
+def _load_kind(kind: str) -> list:
+    # Generating the node cases takes seconds: load each kind once per process.
+    if kind not in _LOADED:
+        import warnings
+        from onnx.backend.test.loader import load_model_tests
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _LOADED[kind] = load_model_tests(kind=kind)
+    return _LOADED[kind]
+
+
 def suite_cases(categories=CATEGORIES, pattern: str | None = None):
+    """(category, onnx.backend.test TestCase) for every local suite test (none needs a download)."""
     import re
-    import warnings
-    from onnx.backend.test.loader import load_model_tests
     rx = re.compile(pattern) if pattern else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for cat in categories:
-            for case in load_model_tests(kind=cat):
-                if case.model_dir is None and case.model is None:
-                    continue  # needs a download
-                if rx and not rx.search(case.name):
-                    continue
-                yield cat, case
+    for cat in categories:
+        for case in _load_kind(cat):
+            if case.model_dir is None and case.model is None:
+                continue  # needs a download
+            if rx and not rx.search(case.name):
+                continue
+            yield cat, case
 
 
 def run_suite(categories=CATEGORIES, executor: str = "interpreter", pattern: str | None = None,

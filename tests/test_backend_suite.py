@@ -32,32 +32,9 @@ KNOWN_FAILURES = {
     "test_operator_add_size1_right_broadcast": "Add",
     "test_operator_add_size1_singleton_broadcast": "Add",
     "test_operator_addconstant": "Add",
-    # ArrayFeatureExtractor
-    "test_ai_onnx_ml_array_feature_extractor": "ArrayFeatureExtractor",
     # BatchNormalization
     "test_batchnorm_epsilon_training_mode": "BatchNormalization",
     "test_batchnorm_example_training_mode": "BatchNormalization",
-    # Binarizer
-    "test_ai_onnx_ml_binarizer": "Binarizer",
-    # CausalConvWithState
-    "test_causal_conv_with_state_b1_c1_degenerate": "CausalConvWithState",
-    "test_causal_conv_with_state_basic": "CausalConvWithState",
-    "test_causal_conv_with_state_decode_step": "CausalConvWithState",
-    "test_causal_conv_with_state_fp16": "CausalConvWithState",
-    "test_causal_conv_with_state_kernel_size_one": "CausalConvWithState",
-    "test_causal_conv_with_state_short_input_no_past_state": "CausalConvWithState",
-    "test_causal_conv_with_state_silu": "CausalConvWithState",
-    "test_causal_conv_with_state_silu_fp16": "CausalConvWithState",
-    "test_causal_conv_with_state_silu_with_past_state": "CausalConvWithState",
-    "test_causal_conv_with_state_swish_alias": "CausalConvWithState",
-    "test_causal_conv_with_state_with_bias": "CausalConvWithState",
-    "test_causal_conv_with_state_with_bias_and_past_state": "CausalConvWithState",
-    "test_causal_conv_with_state_with_past_state": "CausalConvWithState",
-    # DeformConv
-    "test_basic_deform_conv_with_padding": "DeformConv",
-    "test_basic_deform_conv_without_padding": "DeformConv",
-    "test_deform_conv_with_mask_bias": "DeformConv",
-    "test_deform_conv_with_multiple_offset_groups": "DeformConv",
     # Dropout
     "test_training_dropout": "Dropout",
     "test_training_dropout_default": "Dropout",
@@ -65,18 +42,6 @@ KNOWN_FAILURES = {
     "test_training_dropout_mask": "Dropout",
     "test_training_dropout_zero_ratio": "Dropout",
     "test_training_dropout_zero_ratio_mask": "Dropout",
-    # FlexAttention
-    "test_flexattention": "FlexAttention",
-    "test_flexattention_causal_mask": "FlexAttention",
-    "test_flexattention_diff_head_sizes": "FlexAttention",
-    "test_flexattention_double": "FlexAttention",
-    "test_flexattention_fp16": "FlexAttention",
-    "test_flexattention_gqa": "FlexAttention",
-    "test_flexattention_prob_mod": "FlexAttention",
-    "test_flexattention_relative_positional": "FlexAttention",
-    "test_flexattention_scaled": "FlexAttention",
-    "test_flexattention_score_mod": "FlexAttention",
-    "test_flexattention_soft_cap": "FlexAttention",
     # Gradient
     "test_gradient_of_add": "Gradient",
     "test_gradient_of_add_and_mul": "Gradient",
@@ -90,23 +55,6 @@ KNOWN_FAILURES = {
     "test_image_decoder_decode_pnm_rgb": "ImageDecoder",
     "test_image_decoder_decode_tiff_rgb": "ImageDecoder",
     "test_image_decoder_decode_webp_rgb": "ImageDecoder",
-    # LinearAttention
-    "test_linear_attention_decode_step": "LinearAttention",
-    "test_linear_attention_delta": "LinearAttention",
-    "test_linear_attention_explicit_scale": "LinearAttention",
-    "test_linear_attention_fp16": "LinearAttention",
-    "test_linear_attention_gated": "LinearAttention",
-    "test_linear_attention_gated_delta": "LinearAttention",
-    "test_linear_attention_gated_delta_beta_scalar": "LinearAttention",
-    "test_linear_attention_gated_delta_gqa": "LinearAttention",
-    "test_linear_attention_gated_delta_mqa": "LinearAttention",
-    "test_linear_attention_gated_per_head_decay": "LinearAttention",
-    "test_linear_attention_linear": "LinearAttention",
-    "test_linear_attention_linear_t1_no_past": "LinearAttention",
-    "test_linear_attention_no_past_explicit_zeros": "LinearAttention",
-    "test_linear_attention_prefill_with_past": "LinearAttention",
-    # MelWeightMatrix
-    "test_melweightmatrix": "MelWeightMatrix",
     # PRelu
     "test_PReLU_1d_multiparam": "PRelu",
     "test_PReLU_2d_multiparam": "PRelu",
@@ -118,27 +66,13 @@ KNOWN_FAILURES = {
     "test_resize_downsample_scales_linear_antialias": "Resize",
     "test_resize_downsample_sizes_cubic_antialias": "Resize",
     "test_resize_downsample_sizes_linear_antialias": "Resize",
-    # STFT
-    "test_stft": "STFT",
-    "test_stft_with_window": "STFT",
     # Scan
     "test_scan_sum": "Scan",
-    # Scatter
-    "test_scatter_with_axis": "Scatter",
-    "test_scatter_without_axis": "Scatter",
     # Split
     "test_affine_grid_2d_align_corners_expanded": "Split",
     "test_affine_grid_2d_expanded": "Split",
     "test_affine_grid_3d_align_corners_expanded": "Split",
     "test_affine_grid_3d_expanded": "Split",
-    # TfIdfVectorizer
-    "test_tfidfvectorizer_tf_batch_onlybigrams_skip0": "TfIdfVectorizer",
-    "test_tfidfvectorizer_tf_batch_onlybigrams_skip5": "TfIdfVectorizer",
-    "test_tfidfvectorizer_tf_batch_uniandbigrams_skip5": "TfIdfVectorizer",
-    "test_tfidfvectorizer_tf_only_bigrams_skip0": "TfIdfVectorizer",
-    "test_tfidfvectorizer_tf_onlybigrams_levelempty": "TfIdfVectorizer",
-    "test_tfidfvectorizer_tf_onlybigrams_skip5": "TfIdfVectorizer",
-    "test_tfidfvectorizer_tf_uniandbigrams_skip5": "TfIdfVectorizer",
     # TreeEnsemble
     "test_ai_onnx_ml_tree_ensemble_set_membership": "TreeEnsemble",
     "test_ai_onnx_ml_tree_ensemble_single_tree": "TreeEnsemble",

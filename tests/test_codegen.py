@@ -328,3 +328,22 @@ def test_block_outputs_of_different_sizes():
               opset=17)
     mod = check(m)
     assert mod.report["kernels"] == 2
+
+
+def test_matmul_split_epilogue_uses_the_fast_kernel():
+    # GPT-2's fused QKV projection: one GEMM, its columns split three ways and reshaped per head
+    nodes = [h.make_node("MatMul", ["x", "w"], ["m"]), h.make_node("Split", ["m"], ["q", "k", "v"], axis=1, num_outputs=3),
+             h.make_node("Reshape", ["k", "sh"], ["kr"]), h.make_node("Transpose", ["kr"], ["z1"], perm=[1, 0, 2]),
+             h.make_node("Relu", ["q"], ["z0"]), h.make_node("Neg", ["v"], ["z2"])]
+    m = model(nodes, [("x", F, [6, 16])], [("z0", F), ("z1", F), ("z2", F)],
+              [const("w", W(16, 24)), _i64("sh", [6, 2, 4])], opset=18)
+    mod = check(m)
+    assert mod.report["kernels"] == 1 and "gemm" in mod.report["block_schedules"][0]["schedule"]
+
+
+@pytest.mark.parametrize("attrs", [dict(strides=[2, 2]), dict(strides=[2, 2], pads=[1, 1, 0, 0], output_padding=[1, 1]),
+                                   dict(group=2, dilations=[2, 1])])
+def test_conv_transpose(attrs):
+    m = model([h.make_node("ConvTranspose", ["x", "w", "b"], ["c"], **attrs), h.make_node("Relu", ["c"], ["z"])],
+              [("x", F, [1, 4, 5, 6])], [("z", F)], [const("w", W(4, 3, 3, 3)), const("b", W(3 * attrs.get("group", 1)))])
+    check(m)

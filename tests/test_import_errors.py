@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -83,6 +82,15 @@ def test_unbound_symbolic_dimension(capsys, tmp_path):
     assert fusion.load(str(p), shapes={"batch": 2}).inputs[0].shape == (2, 4)
     with pytest.raises(FusionError, match="neither an input"):
         fusion.load(str(p), shapes={"batsh": 2})
+    # An op whose shape rule needs a dimension the model leaves open: the error names the input and the flag.
+    xi = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, "H", "W"])
+    m = _model([helper.make_node("MaxPool", ["image"], ["y"], kernel_shape=[2, 2])], [xi], [y])
+    q = tmp_path / "pool.onnx"
+    q.write_bytes(m.SerializeToString())
+    rc, err = _cli(capsys, "inspect", str(q))
+    _one_line_error(rc, err, "MaxPool", "input 'image'", "--shape image=")
+    rc, err = _cli(capsys, "inspect", str(q), "--shape", "image=1x3x8x8")
+    assert rc == 0, err
     # Compiling needs every dimension: the error names the input and the flag.
     from fusion.cli import build_parser
     if "compile" not in build_parser().format_help():

@@ -232,6 +232,36 @@ def _cases():
                   dict(kernel_shape=[2, 2], strides=[2, 2])))
     c.append(Case("scatter_opset10", "Scatter", [d, np.array([[[0], [4], [-1]]] * 2, np.int64), f32(2, 3, 1)],
                   dict(axis=1), opset=10))
+    for ac in (0, 1):
+        c.append(Case(f"affinegrid_2d_ac{ac}", "AffineGrid", [f32(2, 2, 3), np.array([2, 3, 4, 5], np.int64)],
+                      dict(align_corners=ac), opset=20))
+        c.append(Case(f"affinegrid_3d_ac{ac}", "AffineGrid", [f32(1, 3, 4), np.array([1, 1, 2, 3, 4], np.int64)],
+                      dict(align_corners=ac), opset=20))
+    c.append(Case("affinegrid_size1", "AffineGrid", [f32(1, 2, 3), np.array([1, 1, 1, 3], np.int64)],
+                  dict(align_corners=1), opset=20))
+    c.append(Case("col2im", "Col2Im", [f32(2, 3 * 4, 12), np.array([5, 6], np.int64), np.array([2, 2], np.int64)],
+                  dict(strides=[2, 2], pads=[1, 1, 0, 1]), opset=18))
+    c.append(Case("col2im_dilated", "Col2Im", [f32(1, 2 * 6, 9), np.array([5, 7], np.int64), np.array([2, 3], np.int64)],
+                  dict(dilations=[2, 1], strides=[1, 2]), opset=18))
+    # RNN / GRU / LSTM: directions, biases, initial states, sequence_lens, clip, peepholes, activations
+    S_, N_, I_, H_ = 5, 3, 4, 6
+    rw = lambda *sh: (r.standard_normal(sh) * 0.5).astype(np.float32)
+    def rec(g, dirs=1):
+        return [rw(S_, N_, I_), rw(dirs, g * H_, I_), rw(dirs, g * H_, H_), rw(dirs, 2 * g * H_)]
+    R = lambda name, op, ins, attrs, n_out: c.append(Case(name, op, ins, dict(attrs, hidden_size=H_), n_out, 14))
+    R("rnn", "RNN", rec(1), {}, 2)
+    R("rnn_bidi_relu", "RNN", rec(1, 2), dict(direction="bidirectional", activations=["Relu", "Tanh"]), 2)
+    R("gru", "GRU", rec(3), {}, 2)
+    R("gru_linear_before_reset", "GRU", rec(3), dict(linear_before_reset=1), 2)
+    R("gru_reverse", "GRU", rec(3), dict(direction="reverse"), 2)
+    R("lstm_bidi", "LSTM", rec(4, 2), dict(direction="bidirectional"), 3)
+    R("lstm_seqlens_init_peep", "LSTM", rec(4) + [np.array([5, 3, 1], np.int32), rw(1, N_, H_), rw(1, N_, H_),
+                                                  rw(1, 3 * H_)], {}, 3)
+    R("lstm_reverse_seqlens", "LSTM", rec(4) + [np.array([2, 5, 0], np.int32)], dict(direction="reverse"), 3)
+    R("gru_empty_sequence", "GRU", rec(3) + [np.array([0, 5, 2], np.int32), rw(1, N_, H_)], {}, 2)
+    R("lstm_clip_input_forget", "LSTM", rec(4), dict(clip=0.3, input_forget=1), 3)
+    R("lstm_activations", "LSTM", rec(4), dict(activations=["HardSigmoid", "LeakyRelu", "Tanh"],
+                                                activation_alpha=[0.3, 0.05], activation_beta=[0.4]), 3)
     c.append(Case("nll_all_ignored_mean", "NegativeLogLikelihoodLoss", [f32(3, 2), np.array([-1, -1, -1], np.int64)],
                   dict(ignore_index=-1)))
     c.append(Case("dql_zeros", "DynamicQuantizeLinear", [np.zeros(4, np.float32)], n_out=3))
@@ -280,6 +310,21 @@ def test_bitcast_is_numpy_view(src, dst, shape):
     want = x.view(dst) if np.dtype(src).itemsize <= np.dtype(dst).itemsize else x.reshape(shape + (1,)).view(dst)
     want = want.reshape(got.shape) if np.dtype(src).itemsize < np.dtype(dst).itemsize else want
     assert got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == x.tobytes()
+
+
+@pytest.mark.parametrize("op,g", [("GRU", 3), ("LSTM", 4)])
+def test_recurrent_layout1_is_layout0_transposed(op, g):
+    # onnxruntime has no batch-first (layout=1) recurrent kernels; the two layouts must agree
+    r = np.random.default_rng(6)
+    x, w, rr, b = (r.standard_normal(s).astype(np.float32) * 0.5 for s in ((4, 3, 5), (2, g * 6, 5), (2, g * 6, 6),
+                                                                            (2, 12 * g)))
+    h0 = r.standard_normal((2, 3, 6)).astype(np.float32)
+    lens = np.array([4, 2, 3], np.int32)
+    attrs = dict(hidden_size=6, direction="bidirectional")
+    a = run_kernel(op, [x, w, rr, b, lens, h0], attrs)
+    t = run_kernel(op, [x.transpose(1, 0, 2), w, rr, b, lens, h0.transpose(1, 0, 2)], dict(attrs, layout=1))
+    np.testing.assert_allclose(t[0], a[0].transpose(2, 0, 1, 3), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(t[1], a[1].transpose(1, 0, 2), rtol=1e-6, atol=1e-6)
 
 
 def test_nms_selects_in_onnxruntime_order():
@@ -358,6 +403,10 @@ ERRORS = [
     ("BitCast", lambda: [np.zeros((2, 3), np.int8)], {"to": 1}, [(2,)], "last dimension must be 4"),
     ("MaxUnpool", lambda: [np.zeros((1, 1, 2, 2), np.float32), np.array([[[[0, 1], [2, 16]]]])],
      {"kernel_shape": [2, 2], "strides": [2, 2]}, None, "index 16 is outside the output of 16"),
+    ("LSTM", lambda: [np.zeros((2, 1, 3), np.float32), np.zeros((1, 8, 3), np.float32), np.zeros((1, 8, 2), np.float32),
+                      None, np.array([3], np.int32)], {"hidden_size": 2}, None, r"sequence_lens\[0\] = 3"),
+    ("GRU", lambda: [np.zeros((2, 1, 3), np.float32), np.zeros((1, 6, 3), np.float32), np.zeros((1, 6, 3), np.float32)],
+     {"hidden_size": 2}, None, "W must be"),
     ("TensorScatter", lambda: [np.zeros((2, 4, 3), np.float32), np.zeros((2, 2, 3), np.float32), np.array([0, 3])],
      {"axis": 1}, None, r"write_indices\[1\] = 3 does not fit"),
     ("TensorScatter", lambda: [np.zeros((2, 4, 3), np.float32), np.zeros((2, 2, 3), np.float32), np.array([0, -1])],
@@ -442,6 +491,13 @@ NASTY = [
     ("Det", [np.zeros((0, 0), np.float32)], {}),
     ("DynamicQuantizeLinear", [np.array([np.nan, np.inf, -np.inf, 1], np.float32)], {}),
     ("BlackmanWindow", [np.array(0, np.int64)], {}),
+    ("MaxUnpool", [np.ones((1, 1, 2, 2), np.float32), np.array([[[[-1, 3], [2 ** 40, 0]]]])], {"kernel_shape": [2, 2]}),
+    ("Col2Im", [np.ones((1, 4, 0), np.float32), np.array([0, 3]), np.array([2, 2])], {}),
+    ("Col2Im", [np.ones((1, 4, 4), np.float32), np.array([3, 3]), np.array([2, 2])], {"pads": [5, 5, 5, 5]}),
+    ("AffineGrid", [np.full((1, 2, 3), np.nan, np.float32), np.array([1, 1, 0, 2])], {"align_corners": 1}),
+    ("BitCast", [np.zeros((0, 4), np.int8)], {"to": 1}),
+    ("QLinearConv", [np.zeros((1, 1, 3, 3), np.uint8), np.float32(0), np.uint8(0), np.zeros((1, 1, 5, 5), np.uint8),
+                     np.float32(np.inf), np.uint8(0), np.float32(0), np.uint8(0)], {}),
 ]
 
 
@@ -464,7 +520,7 @@ def _fuzz_case(r):
     op = pick(["TopK", "NonMaxSuppression", "RoiAlign", "NonZero", "Compress", "GatherND", "ScatterND",
                "ScatterElements", "ReverseSequence", "Unique", "Attention", "QLinearMatMul",
                "SoftmaxCrossEntropyLoss", "NegativeLogLikelihoodLoss", "Det", "TensorScatter",
-               "DynamicQuantizeLinear", "HannWindow", "QLinearConv"])
+               "DynamicQuantizeLinear", "HannWindow", "QLinearConv", "LSTM", "GRU", "MaxUnpool", "Col2Im"])
     rank = int(r.integers(1, 4))
     off = lambda: int(r.random() < 0.1)  # now and then a dimension one off
     if op == "Attention":
@@ -510,6 +566,24 @@ def _fuzz_case(r):
             {"axis": 1, "mode": pick(["linear", "circular"])}
     if op == "DynamicQuantizeLinear":
         return op, [rnd(dims(rank), np.float32)], {}
+    if op in ("LSTM", "GRU"):
+        g = 4 if op == "LSTM" else 3
+        S, N, I, H = (int(v) for v in r.integers(0, 4, 4))
+        dirs = int(r.integers(1, 3))
+        ins = [rnd((S, N, I), np.float32), rnd((dirs, g * H, I + off()), np.float32), rnd((dirs, g * H, H), np.float32),
+               rnd((dirs, 2 * g * H), np.float32) if r.random() < 0.5 else None,
+               r.integers(-1, S + 2, N).astype(np.int32) if r.random() < 0.5 else None,
+               rnd((dirs, N, H), np.float32) if r.random() < 0.5 else None]
+        return op, ins, {"hidden_size": H + off(), "direction": "bidirectional" if dirs == 2 else pick(["forward", "reverse"]),
+                         "clip": 0.5} if r.random() < 0.3 else {"hidden_size": H,
+                                                                 "direction": "bidirectional" if dirs == 2 else "forward"}
+    if op == "MaxUnpool":
+        x = rnd((1, 2) + dims(2, 1), np.float32)
+        return op, [x, r.integers(-1, 4 * x.size + 2, x.shape).astype(np.int64)], {"kernel_shape": [2, 2], "strides": [2, 2]}
+    if op == "Col2Im":
+        img, blk = [int(v) for v in r.integers(0, 6, 2)], [int(v) for v in r.integers(1, 3, 2)]
+        L = int(np.prod([max(i - b + 1, 0) for i, b in zip(img, blk)]))
+        return op, [rnd((1, 2 * int(np.prod(blk)), L + off()), np.float32), np.array(img), np.array(blk)], {}
     if op == "QLinearConv":
         nd, g = int(r.integers(1, 3)), int(r.integers(1, 3))
         dt = pick([np.uint8, np.int8])
@@ -592,7 +666,7 @@ def test_fuzz_no_crash():
             ok[op] = ok.get(op, 0) + 1
         except KernelError:
             failed[op] = failed.get(op, 0) + 1
-    assert len(ok) == 19 and len(failed) >= 14, (ok, failed)  # both paths taken, every kernel ran
+    assert len(ok) == 23 and len(failed) >= 16, (ok, failed)  # both paths taken, every kernel ran
 
 
 @pytest.mark.skipif(SANITIZED, reason="this is the parent of the sanitized run")

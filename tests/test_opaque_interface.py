@@ -121,6 +121,11 @@ CASES = {
                      "wz": np.full(4, 127, np.uint8), "ys": np.array(0.3, np.float32), "yz": np.array(9, np.uint8),
                      "b": np.arange(-2, 2).astype(np.int32) * 100},
                     {"group": 2, "strides": [2, 2], "pads": [1, 1, 0, 0]}, 1),
+    "lstm": ("LSTM", {"x": r.standard_normal((4, 2, 3)).astype(np.float32)},
+             {"w": r.standard_normal((2, 20, 3)).astype(np.float32) * 0.5,
+              "r": r.standard_normal((2, 20, 5)).astype(np.float32) * 0.5,
+              "b": r.standard_normal((2, 40)).astype(np.float32) * 0.1},
+             {"hidden_size": 5, "direction": "bidirectional"}, 3, 14),
     "compress": ("Compress", {"x": r.standard_normal((3, 5)).astype(np.float32), "c": r.random(5) < 0.5}, {},
                  {"axis": 1}, 1),
 }
@@ -197,6 +202,14 @@ def test_call_text():
     assert opaque.call(node, ["a", "b"], ["c", "d"])[0] == file_scope
 
 
+def test_c_literals():
+    from fusion.codegen.opaque import _c_literal
+    assert _c_literal("float", 0.1) == "0.10000000149011612f"
+    assert _c_literal("float", float("inf")) == "__builtin_inff()"
+    assert _c_literal("double", float("-inf")) == "-__builtin_inf()"
+    assert _c_literal("int64_t[3]", [1, -2, 3]) == "{1LL, -2LL, 3LL}"
+
+
 def test_supported_and_sources():
     op, feeds, consts, attrs, n_out, opset = case("nonzero")
     node = fusion.load(model_of(op, feeds, consts, attrs, n_out)).nodes[0]
@@ -212,6 +225,13 @@ def test_struct_fields_match_the_python_side():
     decl = struct_fields()
     for op, k in KERNELS.items():
         assert {n for _, n in decl[k.attrs_struct]} == set(k.fields({}, 21)), op
+
+
+def test_window_size_must_be_constant():
+    m = model_of("HannWindow", {"n": np.array(8, np.int64)}, {}, {}, 1, node_name="win")
+    node = fusion.load(m).nodes[0]
+    with pytest.raises(fusion.FusionError, match="node 'win'.*size must be a constant"):
+        opaque.max_output_shapes(node)
 
 
 def test_open_dimensions_are_a_clear_error():

@@ -47,6 +47,7 @@ def model(nodes, inputs, outputs, inits=(), opset=13):
 
 
 def check(proto, **kwargs):
+    kwargs.setdefault("tiled_gemm", True)   # the GPU default, also on PoCL's CPU device
     g = fusion.load(proto)
     feeds = random_inputs(g, seed=5)
     expected = run_onnxruntime(proto, feeds)
@@ -124,7 +125,7 @@ def test_batched_matmul_with_transposed_prologue_and_broadcast_batch():
 def test_gemm_transposes_alpha_beta_and_plain_nest_agree():
     m = model([h.make_node("Gemm", ["x", "w", "b"], ["a"], transA=1, transB=1, alpha=0.5, beta=2.0),
                h.make_node("Tanh", ["a"], ["z"])],
-              [("x", F, [40, 5])], [("z", F)], [("w", W(30, 40)), ("b", W(30))])
+              [("x", F, [40, 12])], [("z", F)], [("w", W(30, 40)), ("b", W(30))])
     tiled = check(m)
     assert "tiled" in kernels_of(tiled)[0].schedule
     plain = check(m, tiled_gemm=False)
@@ -141,14 +142,25 @@ def test_conv_bn_relu_pool():
               [("x", F, [1, 3, 17, 17])], [("z", F), ("r", F)],
               [("w", W(8, 3, 3, 3)), ("cb", W(8)), ("g", W(8)), ("be", W(8)), ("mu", W(8)),
                ("var", np.abs(W(8)) + 0.5), ("dw", W(8, 1, 3, 3))])
-    check(m)
+    mod = check(m)
+    sched = [k.schedule for k in kernels_of(mod)]
+    assert any("tiled GEMM 8x81x27 x batch [1, 1]" in s for s in sched), sched   # implicit GEMM
+    assert not all("tiled" in s for s in sched)   # depthwise (K = 9) keeps the plain nest
+
+
+def test_conv_implicit_gemm_groups_dilation_asymmetric_pads():
+    m = model([h.make_node("Conv", ["x", "w", "b"], ["c"], pads=[0, 1, 2, 1], dilations=[2, 1], group=2),
+               h.make_node("Sigmoid", ["c"], ["s"]), h.make_node("Mul", ["c", "s"], ["z"])],
+              [("x", F, [2, 8, 15, 13])], [("z", F)], [("w", W(64, 4, 3, 3)), ("b", W(64))])
+    mod = check(m)
+    assert "32x169x36 x batch [2, 2]" in kernels_of(mod)[0].schedule and "2x2 outputs" in kernels_of(mod)[0].schedule
 
 
 def test_reshape_transpose_slice_concat_compose_into_index_arithmetic():
     m = model([h.make_node("Reshape", ["x", "sh"], ["r"]), h.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3]),
                h.make_node("Slice", ["t", "st", "en", "ax"], ["s"]),
                h.make_node("Concat", ["s", "y"], ["c"], axis=3), h.make_node("Relu", ["c"], ["z"])],
-              [("x", F, [2, 12, 20]), ("y", F, [2, 3, 9, 4])], [("z", F)],
+              [("x", F, [2, 12, 20]), ("y", F, [2, 4, 9, 3])], [("z", F)],
               [("sh", np.array([2, 12, 4, 5], np.int64)), ("st", np.array([1, 0], np.int64)),
                ("en", np.array([10, 4], np.int64)), ("ax", np.array([2, 3], np.int64))])
     mod = check(m)
@@ -275,7 +287,7 @@ def test_android_gpu_artifact_is_an_arm64_library(tmp_path):
 
 # ---------------------------------------------------------------------- zoo
 
-def _zoo(name: str):
+def _zoo(name: str, **kwargs):
     try:
         from fusion import zoo  # noqa: F401
     except ImportError:
@@ -285,7 +297,7 @@ def _zoo(name: str):
     g = load_graph(name)
     feeds = random_inputs(g, seed=0)
     expected = run_onnxruntime(to_onnx(g), feeds)
-    mod = opencl.compile(g)
+    mod = opencl.compile(g, **kwargs)
     try:
         rep = compare(mod.run(feeds), expected)
         assert rep.ok, f"{name}: {rep}"
@@ -295,9 +307,11 @@ def _zoo(name: str):
     return mod
 
 
-@pytest.mark.parametrize("name", ["zoo:tinybert:small", "zoo:efficientnet-b0:small"])
-def test_zoo_small_models(name):
-    _zoo(name)
+@pytest.mark.parametrize("name,tiled", [("zoo:tinybert:small", True), ("zoo:efficientnet-b0:small", None)])
+def test_zoo_small_models(name, tiled):
+    mod = _zoo(name, tiled_gemm=tiled)
+    if tiled:
+        assert any("tiled GEMM" in k.schedule for k in kernels_of(mod))
 
 
 @pytest.mark.slow
@@ -305,3 +319,34 @@ def test_zoo_small_models(name):
                                   "u-net", "mobilenetv1-ssd", "yolo-v4", "faster-rcnn", "mask-rcnn"])
 def test_zoo_small_models_slow(name):
     _zoo(f"zoo:{name}:small")
+
+
+def test_data_dependent_size_after_host_step():
+    """NonMaxSuppression (host step) decides how many rows later kernels see:
+    the kernel gets the run-time size as an argument, the output its actual shape."""
+    g = h.make_graph([h.make_node("Relu", ["s0"], ["s"]),
+                      h.make_node("NonMaxSuppression", ["b", "s", "mx", "iou"], ["sel"]),
+                      h.make_node("Cast", ["sel"], ["f"], to=F), h.make_node("Mul", ["f", "two"], ["z"])], "t",
+                     [h.make_tensor_value_info("b", F, [1, 20, 4]), h.make_tensor_value_info("s0", F, [1, 1, 20])],
+                     [h.make_tensor_value_info("z", F, None), h.make_tensor_value_info("sel", T.INT64, None)],
+                     [onnx.numpy_helper.from_array(np.array([6], np.int64), "mx"),
+                      onnx.numpy_helper.from_array(np.array([0.3], np.float32), "iou"),
+                      onnx.numpy_helper.from_array(np.array(2.0, np.float32), "two")])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    r = np.random.default_rng(0)
+    xy = r.uniform(0, 10, (1, 20, 2)).astype(np.float32)
+    spread = {"b": np.concatenate([xy, xy + r.uniform(1, 4, (1, 20, 2)).astype(np.float32)], -1),
+              "s0": r.standard_normal((1, 1, 20)).astype(np.float32)}
+    same = {"b": np.tile(np.array([[[0, 0, 2, 2]]], np.float32), (1, 20, 1)), "s0": spread["s0"]}
+    mod = opencl.compile(fusion.load(m))
+    try:
+        assert mod.host_steps == 1 and any(k.syms for k in kernels_of(mod))
+        rows = []
+        for feeds in (spread, same, spread):   # the size changes between runs and back
+            got = mod.run(feeds)
+            rep = compare(got, run_onnxruntime(m, feeds))
+            assert rep.ok, str(rep)
+            rows.append(got["z"].shape[0])
+        assert rows[0] == rows[2] > rows[1] == 1
+    finally:
+        mod.close()

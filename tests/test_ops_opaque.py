@@ -17,6 +17,10 @@ BOXES[..., 2:] += BOXES[..., :2]
 BOXES[1, 2] = BOXES[1, 2, [2, 3, 0, 1]]            # flipped corners
 SCORES = _rng.random((2, 3, 8)).astype(np.float32)
 SCORES[0, 0, 3] = SCORES[0, 0, 5]                  # a tie
+_r2 = np.random.default_rng(3)
+MANY = (_r2.random((1, 300, 4)) * 10).astype(np.float32)      # clustered: lots of overlap
+MANY[..., 2:] = MANY[..., :2] + 1 + _r2.random((1, 300, 2)).astype(np.float32) * 3
+MANY_S = np.round(_r2.random((1, 2, 300)), 2).astype(np.float32)   # rounded: many equal scores
 IMG = rand(2, 3, 10, 12)
 ROIS = f32([0, 0, 9, 9], [1.5, 2.2, 7.9, 11.3], [3, 3, 4, 5], [-2, -1, 3, 14])
 BIDX = i64(0, 1, 1, 0)
@@ -31,6 +35,7 @@ CASES = [
     ("NonMaxSuppression", {"b": BOXES, "s": SCORES, "m": i64(10), "i": f32(0.5)}, 1, (), 21, {"center_point_box": 1}),
     ("NonMaxSuppression", {"b": BOXES, "s": SCORES}, 1, (), 21, {}),
     ("NonMaxSuppression", {"b": BOXES, "s": SCORES, "m": i64(2), "i": f32(0.0), "t": f32(0.0)}, 1, ("m", "i"), 10, {}),
+    ("NonMaxSuppression", {"b": MANY, "s": MANY_S, "m": i64(40), "i": f32(0.4), "t": f32(0.1)}, 1, (), 21, {}),
     ("RoiAlign", {"x": IMG, "r": ROIS, "b": BIDX}, 1, (), 10, {"sampling_ratio": 2, "output_height": 2, "output_width": 2}),
     ("NonZero", {"x": np.array([[1, 0, 2], [0, 0, 3]], np.float32)}, 1, (), 21, {}),
     ("NonZero", {"x": np.array([True, False, True])}, 1, (), 21, {}),

@@ -103,3 +103,25 @@ def test_check_names_the_broken_rule_application():
     assert res.first_bad == "round1:algebra"
     # greedy: the bigger saving (the wrong rule) went first, and bisection pins it
     assert "wrong-softplus" in res.culprit and "application 1 of 2" in res.culprit
+
+
+def test_values_read_by_subgraphs_stay_alive():
+    from fusion.ir.graph import Graph
+    b = GraphBuilder("cf")
+    x = b.input("x", "float32", (2, 3))
+    c = b.input("c", "bool", ())
+    inner = b.mul(b.neg(b.neg(x)), F(3))        # neg-involution would drop the Negs...
+    branches = []
+    for op in ("Exp", "Neg"):
+        sg = Graph(op.lower())
+        sg.parent = b.graph
+        sg.outputs = [sg.add_node(op, [inner.producer.inputs[0]]).outputs[0]]   # ...but If reads Neg(Neg(x))
+        branches.append(sg)
+    y = b.graph.add_node("If", [c], {"then_branch": branches[0], "else_branch": branches[1]}).outputs[0]
+    b.output(inner, y)
+    g = b.build()
+    h = fusion.rewrite(g)
+    h.verify()
+    for cond in (True, False):
+        feeds = {"x": np.linspace(-1, 1, 6, dtype=F).reshape(2, 3), "c": np.array(cond)}
+        assert compare(run(h, feeds), run(g, feeds)).ok

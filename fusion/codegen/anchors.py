@@ -80,6 +80,7 @@ class AnchorContext:
         self.comp.stop.add(id(a_out))
         acc = Temp("__acc", "float32")
         aname = self.em.cname(a_out)
+
         def norm(ix):   # a dim of extent 1 is index 0, however it is spelled
             return [E.Const(0) if isinstance(x, E.Var) and x.extent == 1 else x for x in ix]
         want = norm(avars)
@@ -88,16 +89,22 @@ class AnchorContext:
         stores = []
         for v in self.outs:
             s = tuple(int(d) for d in v.shape)
-            if int(np.prod(s)) != int(np.prod(s_a)):
+            guard = E.Const(True)
+            if id(v) in fwd:
+                idx, guard = fwd[id(v)]
+            elif s == s_a:
+                idx = list(avars)
+            elif int(np.prod(s)) == int(np.prod(s_a)):
+                idx = E.delinearize(flat, s)
+            else:
                 raise _Refuse()
-            idx = list(avars) if s == s_a else fwd.get(id(v)) or E.delinearize(flat, s)
-            stores.append(E.linearize(idx, s))
+            stores.append((E.linearize(idx, s), guard))
             e = self.comp.value(v, idx)
             bad = []
 
-            def swap(ld, index, bad=bad):
+            def swap(ld, index, bad=bad, guard=guard):
                 if ld.slot == aname:
-                    if norm(index) == want or _same_index(index, avars):
+                    if norm(index) == want or _same_index(index, avars, guard):
                         return acc
                     bad.append(ld)
                 return E.Load(ld.slot, index, ld.dtype)
@@ -111,9 +118,9 @@ class AnchorContext:
         sch = L.Scheduler(prefix="fz_t")
         sch.count_uses([e for _, e in roots])
         scope = L.Scope(avars)
-        for (v, e), at in zip(roots, stores):
+        for (v, e), (at, guard) in zip(roots, stores):
             val = sch.emit(e, [scope])
-            scope.stmts.append(Store("A->" + self.em.cname(v), at, val, L.dtype_name(v)))
+            scope.stmts.append(Store("A->" + self.em.cname(v), at, val, L.dtype_name(v), cond=guard))
         stmts = scope.stmts
 
         def epilogue(index: list[str], acc_c: str) -> str:
@@ -127,45 +134,38 @@ class AnchorContext:
         return epilogue
 
     def forward_indices(self, avars) -> dict:
-        """Where each epilogue value holds the anchor's element `avars`, following
-        the block's nodes forward: same-shape elementwise ops keep the index,
-        Reorganize ops keep the row-major position, Shuffle ops permute (read
-        off their index function). The caller verifies the result by composing
-        backwards, so a wrong guess only costs the fast kernel."""
+        """Where each epilogue value holds the anchor's element `avars`, and
+        under which condition (a Split part or a Slice holds only some of them),
+        following the block's nodes forward. Reorganize ops keep the row-major
+        position; every other op is inverted from its own index function: each
+        component of its read index must be one output variable plus a
+        constant (elementwise ops, Transpose, Split, Slice, Concat pieces). The
+        caller verifies the result by composing backwards, so a wrong guess
+        only costs the fast kernel."""
         from fusion.ops.table import Mapping
         from fusion.plan.mapping import node_class
-        pos = {id(self.anchor.outputs[0]): list(avars)}
+        pos = {id(self.anchor.outputs[0]): (list(avars), E.Const(True))}
+        roles = self.block.roles()
         for n in self.block.nodes:
-            if n is self.anchor or self.block.roles().get(id(n)) != "epilogue":
+            if n is self.anchor or roles.get(id(n)) != "epilogue":
                 continue
-            src = next((v for v in n.inputs if v is not None and id(v) in pos), None)
-            if src is None or len(n.outputs) != 1:
+            srcs = [(i, v) for i, v in enumerate(n.inputs) if v is not None and id(v) in pos]
+            if len(srcs) != 1:
                 continue
-            out = n.outputs[0]
-            idx_in = pos[id(src)]
+            i_src, src = srcs[0]
+            idx_in, guard = pos[id(src)]
             try:
                 cls = node_class(n)[0]
             except Exception:
                 continue
-            if tuple(out.shape) == tuple(src.shape) and cls in (Mapping.O2O, Mapping.O2M):
-                pos[id(out)] = idx_in
-            elif cls == Mapping.REORG:
-                pos[id(out)] = E.delinearize(E.linearize(idx_in, src.shape), out.shape)
-            elif cls == Mapping.SHUFFLE:
-                ov = [E.Var(f"__s{d}", int(x)) for d, x in enumerate(out.shape)]
-                reads = []
-                n.opdef.lower(n, ov, lambda i, ix: reads.append((i, list(ix))) or E.Const(0.0), 0)
-                if len(reads) != 1 or len(reads[0][1]) != len(idx_in):
-                    continue
-                idx_out = [None] * len(ov)
-                for i, x in enumerate(reads[0][1]):
-                    if isinstance(x, E.Var) and x in ov:
-                        idx_out[ov.index(x)] = idx_in[i]
-                for j, x in enumerate(idx_out):
-                    if x is None and int(out.shape[j]) == 1:
-                        idx_out[j] = E.Const(0)
-                if all(x is not None for x in idx_out):
-                    pos[id(out)] = idx_out
+            if cls == Mapping.REORG and len(n.outputs) == 1:
+                out = n.outputs[0]
+                pos[id(out)] = (E.delinearize(E.linearize(idx_in, src.shape), out.shape), guard)
+                continue
+            for k, out in enumerate(n.outputs):
+                got = _invert_read(n, k, i_src, idx_in, out)
+                if got is not None:
+                    pos[id(out)] = (got[0], E.binary("and", guard, got[1]))
         return pos
 
     def function(self, kc) -> Function:
@@ -183,21 +183,65 @@ class AnchorContext:
         return fn
 
 
-def _same_index(index, avars, limit: int = 1 << 22) -> bool:
-    """Does `index` equal `avars` at every anchor position? Index arithmetic of
-    reshapes and transposes does not always simplify back to the plain
-    variables ((e // 64) * 64 + e % 64), so check every point (small spaces only)."""
+def _invert_read(n, k, i_src, idx_in, out):
+    """Output k's index holding input i_src's element idx_in, and the condition
+    for it to exist; None unless every read component is `out var + constant`."""
+    ov = [E.Var(f"__s{d}", int(x)) for d, x in enumerate(out.shape)]
+    reads = []
+    try:
+        n.opdef.lower(n, ov, lambda i, ix: reads.append((i, list(ix))) or
+                      E.Const(0.0, n.inputs[i].dtype.name if n.inputs[i].dtype.kind == "f" else "float32"), k)
+    except Exception:
+        return None
+    cand = [ix for i, ix in reads if i == i_src]
+    if len(cand) != 1 or len(cand[0]) != len(idx_in):
+        return None
+    idx_out: list = [None] * len(ov)
+    cond: E.Expr = E.Const(True)
+    for j, x in enumerate(cand[0]):
+        aff = E._affine(x)
+        if aff is None:
+            return None
+        terms, c = aff
+        if not terms:                                   # a fixed position (broadcast dim, Gather by constant)
+            if int(n.inputs[i_src].shape[j]) != 1:
+                cond = E.binary("and", cond, E.binary("eq", idx_in[j], c))
+            continue
+        if len(terms) != 1:
+            return None
+        (t, coef), = terms.items()
+        if coef != 1 or t not in ov or idx_out[ov.index(t)] is not None:
+            return None
+        q = ov.index(t)
+        val = E.binary("sub", idx_in[j], c)
+        idx_out[q] = val
+        cond = E.binary("and", cond, E.binary("and", E.binary("ge", val, 0), E.binary("lt", val, int(out.shape[q]))))
+    for q, x in enumerate(idx_out):
+        if x is None:
+            if int(out.shape[q]) != 1:
+                return None                             # an output dim the input does not determine (broadcast)
+            idx_out[q] = E.Const(0)
+    return idx_out, cond
+
+
+def _same_index(index, avars, guard=None, limit: int = 1 << 22) -> bool:
+    """Does `index` equal `avars` at every anchor position (where `guard`
+    holds)? Index arithmetic of reshapes and transposes does not always
+    simplify back to the plain variables ((e // 64) * 64 + e % 64), so check
+    every point (small spaces only)."""
     from fusion.ir.expr_eval import evaluate
     n = int(np.prod([v.extent for v in avars])) if avars else 1
     if n > limit or len(index) != len(avars):
         return False
     grids = np.indices([v.extent for v in avars], dtype=np.int64) if avars else []
     env = {v: grids[i] for i, v in enumerate(avars)}
+    no_loads = lambda *a: (_ for _ in ()).throw(ValueError())  # noqa: E731
     try:
+        shape = grids[0].shape if avars else ()
+        where = np.ones(shape, bool) if guard is None else np.broadcast_to(evaluate(guard, env, no_loads), shape)
         for x, v in zip(index, avars):
-            got = np.broadcast_to(evaluate(x, env, lambda *a: (_ for _ in ()).throw(ValueError())),
-                                  grids[0].shape)
-            if not np.array_equal(got, env[v]):
+            got = np.broadcast_to(evaluate(x, env, no_loads), shape)
+            if not np.array_equal(got[where], env[v][where]):
                 return False
     except (ValueError, KeyError, TypeError):
         return False
@@ -208,7 +252,7 @@ def fast_block(em, block, outs):
     """A Function whose body is the kernel's code, or None."""
     kmod = kernels_module()
     a = block.anchor
-    if a is None or kmod is None or a.op not in ("MatMul", "Gemm", "Conv") + tuple(POOLS):
+    if a is None or kmod is None or a.op not in ("MatMul", "Gemm", "Conv", "ConvTranspose") + tuple(POOLS):
         return None
     if any(v is not None and v.dtype != np.float32 for v in list(a.inputs) + a.outputs):
         return None
@@ -251,6 +295,25 @@ def _ask(kmod, ctx: AnchorContext, target):
             return None
         bias = ctx.operand(b, b.shape) if b is not None else None
         return kmod.conv(name, node_geometry=geo, X=X, W=Wt, bias=bias, epilogue=ctx.epilogue(), target=target)
+    if a.op == "ConvTranspose" and hasattr(kmod, "conv_transpose"):
+        from fusion.ops.linear import convtranspose_geometry
+        x, w = a.inputs[0], a.inputs[1]
+        b = a.input(2)
+        kernel, strides, dil, pb, out_sp = convtranspose_geometry(a)
+        # pads_end as the kernel's own formula needs them: full size minus begin pad minus output
+        nsp = len(kernel)
+        in_sp = [int(d) for d in x.shape[2:]]
+        full = [strides[d] * (in_sp[d] - 1) + (kernel[d] - 1) * dil[d] + 1 for d in range(nsp)]
+        pe = [full[d] - pb[d] - out_sp[d] for d in range(nsp)]
+        geo = _geometry(x, kernel, strides, dil, pb, pe, out_sp)
+        geo.update(M=int(w.shape[1]) * int(a.attrs.get("group", 1)), group=int(a.attrs.get("group", 1)))
+        X = ctx.operand(x, x.shape)
+        Wt = ctx.operand(w, w.shape)
+        if Wt.const is None:
+            return None
+        bias = ctx.operand(b, b.shape) if b is not None else None
+        return kmod.conv_transpose(name, node_geometry=geo, X=X, W=Wt, bias=bias, epilogue=ctx.epilogue(),
+                                   target=target)
     if a.op in POOLS:
         x = a.inputs[0]
         if len(a.outputs) > 1 and any(v in ctx.outs for v in a.outputs[1:]):

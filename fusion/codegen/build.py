@@ -61,21 +61,22 @@ def cached_objects(sources: list[str], include_dirs: list[str], target: Target) 
     return objs
 
 
-def build(art, out_dir: str, target: Target, use_cache: bool = True, profile: bool = False
-          ) -> tuple[str, float, bool]:
+def build(art, out_dir: str, target: Target, use_cache: bool = True, profile: bool = False,
+          cflags: list[str] | None = None) -> tuple[str, float, bool]:
     """Write the sources and build libmodel.so in out_dir. Returns (library path,
     compile seconds, cache hit)."""
     sources = write_sources(art, out_dir)
     if art.extra_sources and target.name == "host":
         sources = sources[:1] + cached_objects(art.extra_sources, art.include_dirs, target)
     lib = os.path.join(out_dir, "libmodel.so")
-    flags = EXTRA_FLAGS + (["-DFZ_PROFILE"] if profile else []) + [f"-I{out_dir}"] + [f"-I{d}" for d in art.include_dirs]
+    flags = (EXTRA_FLAGS + list(cflags or []) + (["-DFZ_PROFILE"] if profile else []) + [f"-I{out_dir}"]
+             + [f"-I{d}" for d in art.include_dirs])
     extra_text = []
     for s in art.extra_sources:
         with open(s, "rb") as f:
             extra_text.append(f.read())
     key = source_digest(art.c_source, art.header, open(os.path.join(RUNTIME_DIR, "fz_runtime.h")).read(),
-                        *extra_text, " ".join(flags[:4]), target.name, target.cpu, host_cc())
+                        *extra_text, " ".join(f for f in flags if not f.startswith("-I")), target.name, target.cpu, host_cc())
     cached = os.path.join(cache_dir(), key + ".so") if use_cache else None
     if cached and os.path.exists(cached):
         shutil.copy(cached, lib)

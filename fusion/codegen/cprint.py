@@ -153,6 +153,9 @@ class ExprPrinter:
             return f"({a} || {b})"
         if op == "xor":
             return f"((!!{a}) != (!!{b}))"
+        if op in ("shl", "shr"):
+            # a shift by the type's width or more is 0 in ONNX, undefined in C
+            return f"fz_{op}_{SUFFIX.get(dt, 'i64')}({a}, {b})"
         if op in _BIT:
             return f"({a} {_BIT[op]} {b})"
         s = SUFFIX.get(dt, "i64")
@@ -265,7 +268,10 @@ class FunctionPrinter:
             else:
                 raise TypeError(s.op)
         elif isinstance(s, Store):
-            L.append(f"{ind}{s.buffer}[{p(s.index)}] = ({ctype(s.dtype)})({p(s.value)});")
+            store = f"{s.buffer}[{p(s.index)}] = ({ctype(s.dtype)})({p(s.value)});"
+            if s.cond is not None and not (isinstance(s.cond, E.Const) and s.cond.value):
+                store = f"if ({p(s.cond)}) {store}"
+            L.append(ind + store)
         elif isinstance(s, Loop):
             ext = p(E.wrap(s.extent)) if not isinstance(s.extent, int) else str(s.extent)
             innermost = not any(isinstance(x, Loop) for x in s.body)

@@ -40,7 +40,8 @@ def load_graph(model, shapes=None) -> Graph:
 
 def compile(model, target: str | Target = "host", threads: int | None = None, *, plan=None,
             out_dir: str | None = None, rewrite: bool = True, profile_db=None, shapes=None,
-            progress=None, use_cache: bool = True, profile: bool = False) -> "CompiledModel":
+            progress=None, use_cache: bool = True, profile: bool = False,
+            cflags: list[str] | None = None) -> "CompiledModel":
     """Compile a model for `target` (only "host" runs in this process).
 
     model: a fusion Graph, an ONNX path, bytes, or 'zoo:NAME[:small]'.
@@ -66,7 +67,7 @@ def compile(model, target: str | Target = "host", threads: int | None = None, *,
     art = em.emit(progress=progress)
     t_gen = time.perf_counter()
     from fusion.toolchain import source_digest
-    key = source_digest(art.c_source, art.weights[:64], "profile" if profile else "")
+    key = source_digest(art.c_source, art.weights[:64], "profile" if profile else "", " ".join(cflags or []))
     explicit = out_dir is not None
     if not explicit:
         out_dir = os.path.join(os.path.dirname(cache_dir()), "models", key)
@@ -76,7 +77,7 @@ def compile(model, target: str | Target = "host", threads: int | None = None, *,
     else:
         if not explicit and os.path.exists(out_dir):
             shutil.rmtree(out_dir, ignore_errors=True)
-        lib, compile_s, hit = build(art, out_dir, t, use_cache=use_cache, profile=profile)
+        lib, compile_s, hit = build(art, out_dir, t, use_cache=use_cache, profile=profile, cflags=cflags)
         open(os.path.join(out_dir, "ok"), "w").close()
     report = make_report(graph, plan, art, em, seconds={
         "plan": round(t_plan - t_start, 3), "codegen": round(t_gen - t_plan, 3),

@@ -252,25 +252,31 @@ class ModelEmitter:
                                          f"supported by the C backend yet")
         caps = {id(v): self.shape_of(v) for v in dynamic}
         saved = {id(v): v.shape for v in dynamic}
-        space = outs[0].shape
-        syms = []
-        for d in space:
-            if isinstance(d, (int, np.integer)):
-                syms.append(None)
-            else:
+        groups: dict[tuple, list[Value]] = {}
+        for v in outs:
+            groups.setdefault((int(np.prod(self.shape_of(v))), tuple(str(d) for d in v.shape)), []).append(v)
+        plans = []
+        for k, grp in enumerate(groups.values()):
+            syms = []
+            for d in grp[0].shape:
+                if isinstance(d, (int, np.integer)):
+                    syms.append(None)
+                    continue
                 e = sympy.sympify(d)
                 if not isinstance(e, sympy.Symbol):
-                    raise UnsupportedOpError(f"block {b.name}: run-time dimension '{d}' is an expression; only plain "
-                                             f"run-time sizes can be loop extents in the C backend yet")
+                    raise UnsupportedOpError(f"block {b.name}: run-time dimension '{d}' is an expression; only "
+                                             f"plain run-time sizes can be loop extents in the C backend yet")
                 syms.append(Sym(self.dim_var(e), self.dyn[str(e)]))
+            plans.append((b.name if k == 0 else f"{b.name}_{k + 1}", grp, syms))
         try:
             for v in dynamic:
                 v.shape = caps[id(v)]
-            return L.lower_block(b.name, b.nodes, outs, cname=self.cname, literal=self.literal,
-                                 shape_of=self.shape_of, buffers_for=self.buffers_for, dyn_extents=syms)
+            fns = [L.lower_block(name, b.nodes, grp, cname=self.cname, literal=self.literal, shape_of=self.shape_of,
+                                 buffers_for=self.buffers_for, dyn_extents=syms) for name, grp, syms in plans]
         finally:
             for v in dynamic:
                 v.shape = saved[id(v)]
+        return fns[0] if len(fns) == 1 else fns
 
     def opaque_block(self, b: Block, outs: list[Value]) -> Function:
         from fusion.codegen import opaque_calls

@@ -66,6 +66,7 @@ class Store:
     index: E.Expr                # flat element index
     value: E.Expr
     dtype: str
+    cond: E.Expr | None = None   # store only where this holds (an epilogue output covering part of the anchor)
 
 
 @dataclass

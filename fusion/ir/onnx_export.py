@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import sympy
 from onnx import TensorProto, helper, numpy_helper
 
 from fusion.ir import dtypes

@@ -453,6 +453,24 @@ def _collect_types(model: onnx.ModelProto) -> dict:
     return types
 
 
+def _open_dims_hint(model: onnx.ModelProto) -> str:
+    """'open dimensions: input 'x' [batch,4] -> --shape x=1x4 (or batch=N)', or ''."""
+    inits = {t.name for t in model.graph.initializer}
+    parts = []
+    for vi in model.graph.input:
+        if vi.name in inits or not vi.type.HasField("tensor_type"):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            continue
+        shown = ",".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
+        example = "x".join(str(d.dim_value) if d.HasField("dim_value") else "1" for d in dims)
+        named = [d.dim_param for d in dims if d.HasField("dim_param") and d.dim_param]
+        parts.append(f"input '{vi.name}' [{shown}]: --shape {vi.name}={example}"
+                     + (f" or --shape {named[0]}=N" if named else ""))
+    return ("open dimensions: " + "; ".join(parts)) if parts else ""
+
+
 # ---------------------------------------------------------------------------
 # Entry point
 
@@ -492,7 +510,13 @@ def load(model_or_path, shapes: TMapping | None = None, check: bool = True) -> G
         if "ShapeInferenceError" in type(e).__name__ or "InferenceError" in str(type(e)):
             raise ShapeError(f"{where}: {str(e).splitlines()[0]}") from None
     types = _collect_types(inferred)
-    g = imp.build(model.graph, None, types)
+    try:
+        g = imp.build(model.graph, None, types)
+    except ShapeError as e:
+        hint = _open_dims_hint(model)
+        if hint and "--shape" in str(e) and "open dimensions:" not in str(e):
+            raise ShapeError(f"{e} ({hint})") from None
+        raise
     g.name = model.graph.name or os.path.splitext(os.path.basename(where))[0] or "model"
     g.metadata = {p.key: p.value for p in model.metadata_props}
     g.metadata.setdefault("source", where)

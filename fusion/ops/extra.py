@@ -78,10 +78,6 @@ def _flops_per_out(k: float):
     return lambda node: int(k * _n(node.outputs[0].shape))
 
 
-def _axes_before(node, axis):
-    return norm_axis(axis, node.inputs[0].rank, node)
-
-
 # ---------------------------------------------------------------------------
 # Elementwise (scalar function: reference and lower derive from it)
 
@@ -804,6 +800,8 @@ def _matmul_shape(a, b):
 
 def _mmi_lower(node, out, read, k=0):
     A, B = node.inputs[0], node.inputs[1]
+    if A.rank < 2 or B.rank < 2:
+        raise ShapeError(f"{node.label()}: MatMulInteger's loop is written for operands of rank >= 2")
     K = int(A.shape[-1])
     batch, i, j = list(out[:-2]), out[-2], out[-1]
 
@@ -821,8 +819,7 @@ def _mmi_lower(node, out, read, k=0):
 
 
 _schema_op("MatMulInteger", mapping=Mapping.M2M, reference=_matmul_integer_ref,
-           lower=lambda node, out, read, k=0: _mmi_lower(node, out, read, k)
-           if node.inputs[0].rank >= 2 and node.inputs[1].rank >= 2 else None,
+           lower=_mmi_lower,
            infer=lambda node: [(np.dtype(np.int32), _matmul_shape(node.inputs[0].shape, node.inputs[1].shape))],
            flops=lambda node: 2 * _n(node.outputs[0].shape) * int(node.inputs[0].shape[-1]), category="quant")
 
@@ -1908,3 +1905,159 @@ _schema_op("DeformConv", mapping=Mapping.OPAQUE, reference=_deform_conv_ref,
            infer=lambda node: [(node.inputs[0].dtype, (node.inputs[0].shape[0], node.inputs[1].shape[0]) +
                                 tuple(node.inputs[2].shape[2:]))],
            flops=lambda node: 10 * _n(node.outputs[0].shape) * _n(node.inputs[1].shape[1:]), category="linear")
+
+
+def _stft_len(win_v, fl_v):
+    if fl_v is not None:
+        return int(np.asarray(fl_v).reshape(-1)[0])
+    return int(np.asarray(win_v).shape[0])
+
+
+def _stft_ref(node, a):
+    a = list(a) + [None] * (4 - len(a))
+    x, step, win, fl = a[:4]
+    step = int(np.asarray(step).reshape(-1)[0])
+    L = _stft_len(win, fl)
+    sig = x[..., 0] if x.shape[-1] == 1 else x[..., 0] + 1j * x[..., 1]
+    nf = 1 + (sig.shape[1] - L) // step
+    frames = np.stack([sig[:, f * step:f * step + L] for f in range(nf)], axis=1)
+    if win is not None:
+        frames = frames * win
+    y = np.fft.fft(frames, n=L, axis=-1)
+    if node.attrs["onesided"]:
+        y = y[..., :L // 2 + 1]
+    return [np.stack([y.real, y.imag], axis=-1).astype(x.dtype)]
+
+
+def _stft_infer(node):
+    x, step, win, fl = (list(node.inputs) + [None] * 4)[:4]
+    if step.value is None or (fl is not None and fl.value is None) or (fl is None and win is None):
+        raise ShapeError(f"{node.label()}: frame_step and frame_length must be known at compile time")
+    L = _stft_len(None if win is None else np.zeros(int(win.shape[0])), fl.value if fl is not None else None)
+    s = int(np.asarray(step.value).reshape(-1)[0])
+    nf = 1 + (int(x.shape[1]) - L) // s
+    return [(x.dtype, (x.shape[0], nf, L // 2 + 1 if node.attrs["onesided"] else L, 2))]
+
+
+_schema_op("STFT", mapping=Mapping.OPAQUE, reference=_stft_ref, infer=_stft_infer,
+           flops=lambda node: 5 * _n(node.outputs[0].shape) * 8, category="signal")
+
+
+def _mel_ref(node, a):
+    from fusion.ir.dtypes import to_numpy
+    bins, n_fft, rate, lo, hi = [np.asarray(v).reshape(-1)[0] for v in a]
+    bins, n_fft = int(bins), int(n_fft)
+    to_mel = lambda f: 2595 * np.log1p(f / 700) / np.log(10)  # noqa: E731
+    lo_m, hi_m = to_mel(float(lo)), to_mel(float(hi))
+    pts = np.arange(bins + 2) * ((hi_m - lo_m) / (bins + 2)) + lo_m
+    hz = 700 * np.expm1(pts / 2595 * np.log(10))
+    fb = (((n_fft + 1) * hz) // rate).astype(int)
+    out = np.zeros((n_fft // 2 + 1, bins))
+    for i in range(bins):
+        l, c, r = fb[i], fb[i + 1], fb[i + 2]
+        if c == l:
+            out[c, i] = 1
+        else:
+            out[l:c + 1, i] = (np.arange(l, c + 1) - l) / (c - l)
+        if r > c:
+            out[c:r, i] = (r - np.arange(c, r)) / (r - c)
+    return [out.astype(to_numpy(node.attrs["output_datatype"]))]
+
+
+def _mel_infer(node):
+    from fusion.ir.dtypes import to_numpy
+    b, n = node.inputs[0].value, node.inputs[1].value
+    if b is None or n is None:
+        raise ShapeError(f"{node.label()}: num_mel_bins and dft_length must be known at compile time")
+    return [(to_numpy(node.attrs["output_datatype"]),
+             (int(np.asarray(n).reshape(-1)[0]) // 2 + 1, int(np.asarray(b).reshape(-1)[0])))]
+
+
+_schema_op("MelWeightMatrix", mapping=Mapping.OPAQUE, reference=_mel_ref, infer=_mel_infer,
+           flops=lambda node: 0, category="signal")
+
+
+# ---------------------------------------------------------------------------
+# ai.onnx.ml: the two elementwise-like ones of the suite
+
+_ML = "ai.onnx.ml"
+
+
+def _binarizer_ref(node, a):
+    x = a[0]
+    return [np.where(x > node.attrs["threshold"], 1, 0).astype(x.dtype)]
+
+
+def _binarizer_lower(node, out, read, k=0):
+    v = read(0, list(out))
+    dt = node.inputs[0].dtype.name
+    return E.select(E.binary("gt", v, E.const(node.attrs["threshold"], dt)), E.const(1, dt), E.const(0, dt))
+
+
+_schema_op("Binarizer", domain=_ML, mapping=Mapping.O2O, infer=_same, reference=_binarizer_ref,
+           lower=_binarizer_lower, flops=_flops_per_out(1), category="elementwise")
+
+
+def _afe_ref(node, a):
+    x, idx = a[0], a[1].reshape(-1).astype(np.int64)
+    y = np.take(x, idx, axis=-1)
+    return [y.reshape(x.shape[:-1] + (idx.size,)) if x.ndim > 1 else y.reshape(1, idx.size)]
+
+
+def _afe_infer(node):
+    x, idx = node.inputs
+    k = idx.size if idx.is_static else _sym(node, "k")
+    return [(x.dtype, tuple(x.shape[:-1]) + (k,) if x.rank > 1 else (1, k))]
+
+
+_schema_op("ArrayFeatureExtractor", domain=_ML, mapping=Mapping.OPAQUE, infer=_afe_infer, reference=_afe_ref,
+           flops=lambda node: 0, category="gather")
+
+
+# ---------------------------------------------------------------------------
+# TfIdfVectorizer over integer tokens (string pools are skipped with the strings)
+
+def _tfidf_table(at):
+    pool = list(at.get("pool_int64s") or [])
+    starts = list(at["ngram_counts"]) + [len(pool)]
+    table, j = {}, 0
+    for n in range(1, len(starts)):
+        seg = pool[starts[n - 1]:starts[n]]
+        for i in range(0, len(seg), n):
+            table[tuple(seg[i:i + n])] = at["ngram_indexes"][j]
+            j += 1
+    return table
+
+
+def _tfidf_ref(node, a):
+    at = node.attrs
+    x = a[0]
+    rows = x.reshape(1, -1) if x.ndim == 1 else x
+    table = _tfidf_table(at)
+    size = max(at["ngram_indexes"]) + 1
+    y = np.zeros((rows.shape[0], size), np.float32)
+    for r, row in enumerate(rows.tolist()):
+        for n in range(at["min_gram_length"], at["max_gram_length"] + 1):
+            for skip in range(0, (at["max_skip_count"] if n > 1 else 0) + 1):
+                step = skip + 1
+                for s in range(len(row) - (n - 1) * step):
+                    j = table.get(tuple(row[s + k * step] for k in range(n)))
+                    if j is not None:
+                        y[r, j] += 1
+    w = np.asarray(at.get("weights") or [1.0] * size, np.float32)
+    mode = at["mode"]
+    if mode == "IDF":
+        y = (y > 0).astype(np.float32) * w
+    elif mode == "TFIDF":
+        y = y * w
+    return [y.reshape(size) if x.ndim == 1 else y]
+
+
+def _tfidf_infer(node):
+    x = node.inputs[0]
+    size = max(node.attrs["ngram_indexes"]) + 1
+    return [(np.dtype(np.float32), (size,) if x.rank == 1 else (x.shape[0], size))]
+
+
+_schema_op("TfIdfVectorizer", mapping=Mapping.OPAQUE, infer=_tfidf_infer, reference=_tfidf_ref,
+           flops=lambda node: _n(node.inputs[0].shape) * node.attrs["max_gram_length"], category="text")

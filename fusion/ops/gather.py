@@ -106,21 +106,17 @@ def _gnd_infer(node):
 def _gnd_reference(node, a):
     d, i = a
     b, m = _gnd_geometry(node)
-    i = i.astype(np.int64)
     out_shape = tuple(i.shape[:-1]) + tuple(d.shape[b + m:])
-    bshape = d.shape[:b]
-    nb = int(np.prod(bshape, dtype=np.int64))
+    nb = int(np.prod(d.shape[:b], dtype=np.int64))
     dd = d.reshape((nb,) + d.shape[b:])
-    ii = i.reshape((nb, -1, m))
-    res = []
-    for bi in range(nb):
-        for t in ii[bi]:
-            t = [int(v) + (d.shape[b + j] if v < 0 else 0) for j, v in enumerate(t)]
-            for j, v in enumerate(t):
-                if not 0 <= v < d.shape[b + j]:
-                    raise ShapeError(f"{node.label()}: index {v} out of range for dimension of size {d.shape[b + j]}")
-            res.append(dd[(bi,) + tuple(t)])
-    return [np.array(res, dtype=d.dtype).reshape(out_shape)]
+    ii = i.astype(np.int64).reshape((nb, -1, m))
+    dims = np.array(d.shape[b:b + m], dtype=np.int64)
+    ii = np.where(ii < 0, ii + dims, ii)
+    if ii.size and ((ii < 0) | (ii >= dims)).any():
+        bad = ii[(ii < 0) | (ii >= dims)].reshape(-1)[0]
+        raise ShapeError(f"{node.label()}: index {bad} out of range for the indexed dimensions {dims.tolist()}")
+    res = dd[(np.arange(nb)[:, None],) + tuple(ii[..., k] for k in range(m))]
+    return [np.ascontiguousarray(res).reshape(out_shape)]
 
 
 def _gnd_lower(node, out, read, k=0):
@@ -157,17 +153,26 @@ def _np_combine(red, cur, u):
     return u
 
 
+_UFUNC = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+
+
+def _scatter(out, where, u, red):
+    """out[where] (op)= u, in order; duplicates: the last wins, or all combine."""
+    if red == "none":
+        out[where] = u
+    else:
+        _UFUNC[red].at(out, where, u)
+
+
 def _se_reference(node, a):
     d, i, u = a
     ax = norm_axis(node.attrs["axis"], d.ndim, node)
     idx = _np_index(i, d.shape[ax])
     _check_range(node, idx, d.shape[ax])
     out = d.copy()
-    red = node.attrs["reduction"]
-    for p in np.ndindex(*i.shape):
-        t = list(p)
-        t[ax] = idx[p]
-        out[tuple(t)] = _np_combine(red, out[tuple(t)], u[p])
+    grids = list(np.indices(i.shape, sparse=True)) if i.ndim else []
+    grids[ax] = idx
+    _scatter(out, tuple(grids), u, node.attrs["reduction"])
     return [out]
 
 
@@ -234,14 +239,14 @@ register(OpDef(
 def _snd_reference(node, a):
     d, i, u = a
     m = i.shape[-1]
+    dims = np.array(d.shape[:m], dtype=np.int64)
+    ii = i.astype(np.int64)
+    ii = np.where(ii < 0, ii + dims, ii)
+    if ii.size and ((ii < 0) | (ii >= dims)).any():
+        bad = ii[(ii < 0) | (ii >= dims)].reshape(-1)[0]
+        raise ShapeError(f"{node.label()}: index {bad} out of range for the indexed dimensions {dims.tolist()}")
     out = d.copy()
-    red = node.attrs["reduction"]
-    for p in np.ndindex(*i.shape[:-1]):
-        t = tuple(int(v) + (d.shape[j] if v < 0 else 0) for j, v in enumerate(i[p]))
-        for j, v in enumerate(t):
-            if not 0 <= v < d.shape[j]:
-                raise ShapeError(f"{node.label()}: index {v} out of range for dimension of size {d.shape[j]}")
-        out[t] = _np_combine(red, out[t], u[p])
+    _scatter(out, tuple(ii[..., k] for k in range(m)), u, node.attrs["reduction"])
     return [out]
 
 

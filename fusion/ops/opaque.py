@@ -100,24 +100,24 @@ def _nms_reference(node, a):
             cand = np.arange(N) if not has_score_t else np.nonzero(s > score_t)[0]
             # highest score first; equal scores: lower index first
             cand = cand[np.lexsort((cand, -s[cand].astype(np.float64)))]
+            # Greedy: a candidate survives unless a kept box overlaps it by IoU >
+            # threshold; each kept box suppresses the rest at once (vectorized).
             kept = []
-            for i in cand:
+            gone = np.zeros(len(cand), bool)
+            y0, x0, y1, x1, ar = ymin[b, cand], xmin[b, cand], ymax[b, cand], xmax[b, cand], area[b, cand]
+            for k in range(len(cand)):
+                if gone[k]:
+                    continue
+                kept.append(int(cand[k]))
                 if len(kept) >= max_out:
                     break
-                ok = True
-                for j in kept:
-                    if area[b, i] <= 0 or area[b, j] <= 0:
-                        continue
-                    ih = min(ymax[b, i], ymax[b, j]) - max(ymin[b, i], ymin[b, j])
-                    iw = min(xmax[b, i], xmax[b, j]) - max(xmin[b, i], xmin[b, j])
-                    if ih <= 0 or iw <= 0:
-                        continue
-                    inter = ih * iw
-                    if inter / (area[b, i] + area[b, j] - inter) > iou_t:
-                        ok = False
-                        break
-                if ok:
-                    kept.append(int(i))
+                ih = np.minimum(y1[k], y1[k + 1:]) - np.maximum(y0[k], y0[k + 1:])
+                iw = np.minimum(x1[k], x1[k + 1:]) - np.maximum(x0[k], x0[k + 1:])
+                inter = ih * iw
+                with np.errstate(all="ignore"):
+                    iou = inter / (ar[k] + ar[k + 1:] - inter)
+                hit = (ih > 0) & (iw > 0) & (ar[k] > 0) & (ar[k + 1:] > 0) & (iou > iou_t)
+                gone[k + 1:] |= hit
             out.extend([b, c, i] for i in kept)
     return [np.array(out, dtype=np.int64).reshape(-1, 3)]
 

@@ -203,6 +203,12 @@ register(OpDef(
 from fusion.ops.table import attr_to_input, const_input, empty_outputs, open_dims, vec  # noqa: E402
 
 
+def _flatten_reference(node, x):
+    ax = int(node.attrs["axis"])
+    ax = ax + x.ndim if ax < 0 else ax
+    return np.reshape(x, (int(np.prod(x.shape[:ax], dtype=np.int64)), int(np.prod(x.shape[ax:], dtype=np.int64))))
+
+
 def _flatten_infer(node):
     x = node.inputs[0]
     ax = int(node.attrs["axis"])
@@ -215,7 +221,7 @@ def _flatten_infer(node):
 register(OpDef(
     "Flatten", inputs=("input",), outputs=("output",), attrs={"axis": AttrSpec("int", 1)},
     mapping=same_shape_or(Mapping.REORG), infer=_flatten_infer,
-    reference=lambda node, a: [np.reshape(a[0], (int(np.prod(a[0].shape[:norm_axis(node.attrs["axis"], a[0].ndim + 1, node)])), -1))],
+    reference=lambda node, a: [_flatten_reference(node, a[0])],
     lower=reorganize_lower, category="shape",
 ))
 
@@ -329,6 +335,9 @@ def _const_select(out0, values, dtype):
 
 def _shape_lower(node, out, read, k=0):
     s, e = _shape_range(node)
+    if not all(isinstance(d, (int, np.integer)) for d in node.inputs[0].shape[s:e]):
+        raise ShapeError(f"{node.label()}: the shape of '{node.inputs[0].name}' is known only at run time "
+                         f"({list(node.inputs[0].shape)}); it has no compile-time index function")
     return _const_select(out[0], [int(d) for d in node.inputs[0].shape[s:e]], "int64")
 
 

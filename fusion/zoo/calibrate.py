@@ -5,7 +5,9 @@ squeeze-excitation gate near 0.5 halves the signal in each EfficientNet block,
 SiLU/Mish are not ReLU, unnormalized residual streams grow. So, once, at export,
 each learned layer (Conv, ConvTranspose, Gemm, MatMul with a filled weight) is
 visited in order of depth and its weight rescaled until its output on the zoo's
-seeded inputs has the standard deviation of its role: 1 for a plain layer,
+seeded inputs has the standard deviation of its role (whole-model passes first,
+which settle normalized networks at once, then a depth-by-depth sweep if still
+needed): 1 for a plain layer,
 0.5 for the last layer of a residual branch, 0.1 for a decision head (scores
 stay in the sigmoid's linear range, exp() of box sizes stays near 1).
 
@@ -25,6 +27,8 @@ from onnx import numpy_helper
 from fusion.zoo import roles, store
 
 TARGET = {"": 1.0, "residual": 0.5, "head": 0.1}
+JACOBI_PASSES = 4
+JACOBI_TOLERANCE = 1.5  # healthy is the goal, not exact unit variance
 _LAYERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
@@ -111,29 +115,51 @@ def calibrate(stored: onnx.ModelProto, zoo_name: str, feeds: dict, *, log=None) 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
-    for d in sorted(groups):
-        ws = groups[d]
+
+    def measure(ws):
         outs = sorted({n.output[0] for w in ws for n in uses[w]})
         probe = _prefix(model, outs)
-        try:
-            sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-            want = {i.name for i in sess.get_inputs()}
-            vals = dict(zip(outs, sess.run(outs, {k: v for k, v in feeds.items() if k in want})))
-        except Exception as e:  # e.g. no boxes survive yet: leave this depth at its recipe scale
-            if log:
-                log(f"  depth {d}: not measured ({str(e).splitlines()[0][:120]})")
-            continue
+        sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        want = {i.name for i in sess.get_inputs()}
+        vals = dict(zip(outs, sess.run(outs, {k: v for k, v in feeds.items() if k in want})))
+        worst = 0.0
         for w in ws:
             stds = [float(np.std(vals[n.output[0]].astype(np.float64))) for n in uses[w]]
             stds = [s for s in stds if math.isfinite(s) and s > 0]
             if not stds:
                 continue
             std = math.exp(sum(math.log(s) for s in stds) / len(stds))
-            scales[w] *= _target(recipes[w].role) / std
+            ratio = _target(recipes[w].role) / std
+            worst = max(worst, abs(math.log(ratio)))
+            scales[w] *= ratio
             inits[w].CopyFrom(numpy_helper.from_array((base[w] * np.float32(scales[w])).astype(base[w].dtype), w))
+        return worst
+
+    # Whole-model passes first: where normalization separates the layers (transformers,
+    # BatchNorm nets) every layer settles at once. Then, if some are still off by more
+    # than JACOBI_TOLERANCE, the sequential (exact, one pass per depth) sweep.
+    done = False
+    for k in range(JACOBI_PASSES):
+        try:
+            worst = measure(list(uses))
+        except Exception as e:  # e.g. no boxes survive yet in an R-CNN: go layer by layer
+            if log:
+                log(f"  whole-model pass {k}: not measured ({str(e).splitlines()[0][:120]})")
+            break
         if log:
-            log(f"  depth {d}: {len(ws)} layers, output std -> scales {min(scales[w] for w in ws):.3g}.."
-                f"{max(scales[w] for w in ws):.3g}")
+            log(f"  whole-model pass {k}: worst layer off by x{math.exp(worst):.3g}")
+        if worst < math.log(JACOBI_TOLERANCE):
+            done = True
+            break
+    for d in ([] if done else sorted(groups)):
+        try:
+            worst = measure(groups[d])
+        except Exception as e:  # no boxes survive yet: leave this depth at its current scale
+            if log:
+                log(f"  depth {d}: not measured ({str(e).splitlines()[0][:120]})")
+            continue
+        if log:
+            log(f"  depth {d}: {len(groups[d])} layers, off by x{math.exp(worst):.3g}")
     for t in stored.graph.initializer:
         if t.name in scales:
             store.set_scale(t, scales[t.name])
@@ -150,7 +176,7 @@ def calibrate_file(name: str, small: bool, log=print) -> int:
             store.set_scale(t, 1.0)
     from fusion.zoo.inputs import make_inputs
     feeds = make_inputs(name, stored, zoo.facts(name, small), seed=0)
-    scales = calibrate(stored, name, feeds)
+    scales = calibrate(stored, name, feeds, log=log)
     size = store.save(stored, path)
     zoo._stored.cache_clear()
     if log:

@@ -53,8 +53,21 @@ def rows(small: bool = False) -> list[dict]:
         if row["available"]:
             row.update({k: v for k, v in structure(name, small).items() if k in ("nodes", "params")})
             row["flops"] = facts.get("flops")
-            row["inputs"] = facts.get("inputs", [])
+            row["inputs"] = _inputs(zoo.stored(name, small))
         out.append(row)
+    return out
+
+
+def _inputs(model) -> list[dict]:
+    import onnx
+    inits = {t.name for t in model.graph.initializer}
+    out = []
+    for v in model.graph.input:
+        if v.name in inits:
+            continue
+        t = v.type.tensor_type
+        out.append({"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+                    "shape": [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]})
     return out
 
 

@@ -5,7 +5,8 @@
 Structure (nodes, ops, control flow, params) comes from the stored graph;
 FLOPs from the op table's `flops` over fusion's imported graph (ops the table
 does not know yet are listed and counted as 0); onnxruntime's optimized node
-count and latency (ORT_ENABLE_ALL, 1 and 2 threads, median of timed runs) are
+count and latency (ORT_ENABLE_ALL, 1 and 2 threads, median of up to 10 timed
+runs after a warm-up, at least 3, at most ~20 s per setting) are
 measured here, with the load average at the time recorded beside them.
 Results are merged into fusion/zoo/data/manifest.json.
 """
@@ -95,8 +96,8 @@ def ort_facts(name: str, small: bool, latency: bool, runs: int = 10) -> dict:
             want = {i.name for i in sess.get_inputs()}
             f = {k: v for k, v in feeds.items() if k in want}
             sess.run(None, f)
-            times = []
-            for _ in range(runs):
+            times, start = [], time.perf_counter()
+            while len(times) < runs and (len(times) < 3 or time.perf_counter() - start < 20):
                 t = time.perf_counter()
                 sess.run(None, f)
                 times.append(time.perf_counter() - t)

@@ -55,6 +55,15 @@ def export_onnx(model, args, *, dynamo: bool, input_names, output_names, opset=O
         return onnx.load_from_string(f.getvalue())
 
 
+def _only_learned_buffers(module) -> bool:
+    """True when every float buffer is a BatchNorm statistic (no priors, grids, anchors, tables)
+    and the module is not a detection model (those build anchors in forward)."""
+    if any("rcnn" in type(m).__name__.lower() for m in module.modules()):
+        return False
+    return all(n.endswith(("running_mean", "running_var")) for n, b in module.named_buffers()
+               if b.is_floating_point())
+
+
 def learned_free_constants(model, args, first: onnx.ModelProto, **kw) -> set[str]:
     """Names of float initializers that do not depend on the weights (priors, anchors,
     position tables): export again with every weight changed, keep what stayed equal."""
@@ -75,7 +84,10 @@ def save_variant(name: str, small: bool, model, args, *, dynamo: bool, input_nam
     t0 = time.time()
     kw = dict(dynamo=dynamo, input_names=input_names, output_names=output_names, opset=opset)
     proto = export_onnx(model, args, **kw)
-    keep = learned_free_constants(model, args, proto, **kw)
+    if _only_learned_buffers(model):
+        keep = set()  # nothing in the module is a float constant: skip the second export
+    else:
+        keep = learned_free_constants(model, args, proto, **kw)
     stripped = store.strip(proto, keep=keep)
     stripped.producer_name = "fusion models/export"
     path = os.path.join(DATA, f"{name}{'-small' if small else ''}.onnx.gz")

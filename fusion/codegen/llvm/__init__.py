@@ -24,3 +24,23 @@ def emit(model, target: str = "host", kind: str = "obj", out_dir: str | None = N
 
 
 __all__ = ["compile", "emit"]
+
+
+def run_jit(graph, feeds: dict) -> dict:
+    """The ONNX backend's "llvm" executor: JIT-compile for the host, run once."""
+    mod = compile(graph, threads=1, profile_db=False)
+    try:
+        return mod.run(feeds)
+    finally:
+        mod.close()
+
+
+def _register_backend_executor() -> None:
+    try:
+        from fusion.backend import register_executor
+    except ImportError:
+        return
+    register_executor("llvm", run_jit)
+
+
+_register_backend_executor()

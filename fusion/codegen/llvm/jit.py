@@ -152,7 +152,6 @@ class JITModel:
     def _host_step(self, step: HostStep, arrays, outs) -> None:
         node = step.block.nodes[0]
         views = {b.name: self._view(b, arrays, outs) for b in step.fn.buffers}
-        from fusion.codegen.llvm.model import LLVMEmitter   # noqa: F401  (names come from the same emitter)
         args = []
         for v in node.inputs:
             if v is None:
@@ -165,8 +164,8 @@ class JITModel:
         with np.errstate(all="ignore"):
             results = node.opdef.reference(node, args)
         for k, (v, r) in enumerate(zip(node.outputs, results)):
-            name = self._name(v) if v is not None else None
-            if name not in views:
+            name = self.program.names.get(id(v)) if v is not None else None
+            if name is None or name not in views:   # an output nothing reads
                 continue
             r = np.asarray(r).astype(v.dtype, copy=False)
             if not v.is_static:

@@ -29,7 +29,7 @@ from fusion.codegen import lower as L
 from fusion.codegen.emit import IOSpec, ModelEmitter
 from fusion.codegen.loops import Function
 from fusion.codegen.memory import ALIGN, Interval, align, plan_memory
-from fusion.codegen.llvm.printer import DTYPES, I64, SLOTS, VOID, FunctionLowering
+from fusion.codegen.llvm.printer import DTYPES, I64, VOID, FunctionLowering
 from fusion.codegen.llvm.runtime import add_runtime
 
 I8P = ir.IntType(8).as_pointer()

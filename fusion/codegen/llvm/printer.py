@@ -29,6 +29,9 @@ from fusion.errors import UnsupportedOpError
 from fusion.ir import expr as E
 from fusion.ir.intrinsics import INTRINSICS
 from fusion.codegen.loops import Decl, Function, Let, Loop, Raw, Store, Sym, Temp, Update
+from fusion.codegen.llvm.lanes import (load_stride as _load_stride, stride as _stride, unclamp as _unclamp,
+                                       unroll_jam as _unroll_jam, varying_temps as _varying_temps,
+                                       walk_stmts as _walk_stmts)
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 VOID = ir.VoidType()
@@ -290,7 +293,7 @@ class FunctionLowering:
                         continue
                     for x in E.walk(e):
                         if isinstance(x, E.Load):
-                            d = _stride(E.linearize(list(x.index), self.shapes[x.slot]), j, shifted)
+                            d = _load_stride(x, self.shapes[x.slot], j, shifted)[0]
                             if d == 1 and hot:
                                 contiguous += 1
                             elif d != 0 and hot:
@@ -327,10 +330,35 @@ class FunctionLowering:
             out = b.insert_element(out, r, idx)
         return out
 
-    def lane_address(self, buf: str, flat: E.Expr):
+    def gather(self, slot: str, flat: E.Expr) -> ir.Value:
+        b = self.b
+        base = self.env["buf:" + slot]
+        return self.per_lane(lambda a: b.load(b.gep(base, [a[0]], inbounds=True)), [self.splat(self.index(flat))])
+
+    def clamped_load(self, e: E.Load, clamps: list, vt: ir.Type) -> ir.Value:
+        """A load whose index is clamped into the tensor (padding, Concat): one
+        masked vector load at the unclamped addresses, lanes whose clamped
+        components are out of range masked off (never touched; they read 0, and
+        the Select around such a load discards them anyway)."""
+        b = self.b
+        mask = None
+        for inner, d in clamps:
+            x = self.index(inner)
+            m = b.and_(b.icmp_signed(">=", x, ir.Constant(x.type, 0)), b.icmp_signed("<=", x, ir.Constant(x.type, d - 1)))
+            m = self.splat(m)
+            mask = m if mask is None else b.and_(mask, m)
+        uflat = E.linearize([_unclamp(i)[0] for i in e.index], self.shapes[e.slot])
+        ptr = b.bitcast(self.lane_address(e.slot, uflat, inbounds=False), vt.as_pointer())
+        name = f"llvm.masked.load.{_tname(vt)}.p0"
+        fn = self.m.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.m, ir.FunctionType(vt, [vt.as_pointer(), I32, mask.type, vt]), name)
+        return b.call(fn, [ptr, ir.Constant(I32, _esize(vt.element)), mask, ir.Constant(vt, 0)])
+
+    def lane_address(self, buf: str, flat: E.Expr, inbounds: bool = True):
         """Address of lane 0 of a contiguous access (flat at j = j0)."""
         f0 = E.substitute(flat, {self.lane_var: self.lane_base})
-        return self.b.gep(self.env["buf:" + buf], [self.index(f0)], inbounds=True)
+        return self.b.gep(self.env["buf:" + buf], [self.index(f0)], inbounds=inbounds)
 
     # ----------------------------------------------------------- statements
     def stmt(self, s) -> None:
@@ -441,13 +469,15 @@ class FunctionLowering:
             mt = memory_type(self.btypes[e.slot])
             if self.lanes > 1 and self.lane_var in E.free_vars(flat):
                 vt = ir.VectorType(mt, self.lanes)
-                if _stride(flat, self.lane_var, E.Var("__jn", self.lane_var.extent - 1)) == 1:
+                stride, clamps = _load_stride(e, self.shapes[e.slot], self.lane_var,
+                                              E.Var("__jn", self.lane_var.extent - 1))
+                if stride == 1 and not clamps:
                     ptr = b.bitcast(self.lane_address(e.slot, flat), vt.as_pointer())
                     v = b.load(ptr, align=_esize(mt))
-                else:   # a gather, lane by lane (not chosen by _plan_lanes; kept correct anyway)
-                    base = self.env["buf:" + e.slot]
-                    v = self.per_lane(lambda a: b.load(b.gep(base, [a[0]], inbounds=True)),
-                                      [self.splat(self.index(flat))])
+                elif stride == 1:
+                    v = self.clamped_load(e, clamps, vt)
+                else:   # a gather, lane by lane (only outside the reduction loops)
+                    v = self.gather(e.slot, flat)
                 zero = ir.Constant(vt, 0)
             else:
                 v = b.load(b.gep(self.env["buf:" + e.slot], [self.index(flat)], inbounds=True))
@@ -728,109 +758,6 @@ def _esize(t: ir.Type) -> int:
 
 def _fbits(dt: str) -> int:
     return {"float16": 16, "float32": 32, "float64": 64}[dt]
-
-
-def _unroll_jam(fn: Function, lane_idx: int, r: int) -> Function | None:
-    """Unroll the last outer var (other than the lane var) whose extent r
-    divides by r and jam the copies: loops of the copies are merged, so the
-    copies' reductions share one loop (and its loads of operands that do not
-    depend on the unrolled var). None when no var qualifies."""
-    import dataclasses
-    cand = [k for k in range(len(fn.outer)) if k != lane_idx and isinstance(fn.outer_extents[k], int)
-            and fn.outer_extents[k] >= r and fn.outer_extents[k] % r == 0]
-    if not cand:
-        return None
-    k = cand[-1]
-    i = fn.outer[k]
-    iu = E.Var(i.name + "u", fn.outer_extents[k] // r)
-    temps = {}
-    for st in _walk_stmts(fn.body):
-        for t in (getattr(st, "temp", None), getattr(st, "pos_temp", None)):
-            if t is not None:
-                temps[t.name] = t
-
-    def copy(stmts, m):
-        out = []
-        for st in stmts:
-            sub = (lambda e: E.substitute(e, m) if e is not None else None)
-            if isinstance(st, Loop):
-                out.append(Loop(st.var, st.extent, copy(st.body, m)))
-            elif isinstance(st, Let):
-                out.append(Let(m[st.temp], sub(st.value)))
-            elif isinstance(st, Decl):
-                out.append(Decl(m[st.temp], sub(st.init)))
-            elif isinstance(st, Update):
-                out.append(Update(m[st.temp], st.op, sub(st.value),
-                                  m[st.pos_temp] if st.pos_temp is not None else None, sub(st.pos)))
-            elif isinstance(st, Store):
-                out.append(Store(st.buffer, sub(st.index), sub(st.value), st.dtype))
-            else:
-                return None
-        return out
-
-    copies = []
-    for c in range(r):
-        m = {i: E.binary("add", E.binary("mul", iu, r), c)}
-        m.update({t: Temp(f"{t.name}_{c}", t.dtype) for t in temps.values()})
-        body = copy(fn.body, m)
-        if body is None:
-            return None
-        copies.append(body)
-
-    def jam(lists):
-        out = []
-        for group in zip(*lists):
-            if all(isinstance(g, Loop) for g in group) and len({(g.var, str(g.extent)) for g in group}) == 1:
-                out.append(Loop(group[0].var, group[0].extent, jam([g.body for g in group])))
-            else:
-                out.extend(group)
-        return out
-
-    outer = list(fn.outer)
-    exts = list(fn.outer_extents)
-    outer[k], exts[k] = iu, fn.outer_extents[k] // r
-    return dataclasses.replace(fn, outer=outer, outer_extents=exts, body=jam(copies),
-                               schedule=fn.schedule + f", {i.name} unrolled x{r} and jammed")
-
-
-def _walk_stmts(stmts):
-    for s in stmts:
-        yield s
-        if isinstance(s, Loop):
-            yield from _walk_stmts(s.body)
-
-
-def _stride(flat: E.Expr, j: E.Var, shifted: E.Var):
-    """flat(j+1) - flat(j) when it is a constant, else None."""
-    if j not in E.free_vars(flat):
-        return 0
-    a = E.substitute(flat, {j: shifted})
-    b = E.substitute(flat, {j: E.binary("add", shifted, 1)})
-    d = E.binary("sub", b, a)
-    return d.value if isinstance(d, E.Const) else None
-
-
-def _varying_temps(fn: Function, j: E.Var) -> set[str]:
-    """Temps whose value depends on the lane variable (directly or through other temps)."""
-    out: set[str] = set()
-
-    def dep(e) -> bool:
-        return any((isinstance(x, E.Var) and x == j) or (isinstance(x, Temp) and x.name in out)
-                   for x in E.walk(e))
-    changed = True
-    while changed:
-        changed = False
-        for s in _walk_stmts(fn.body):
-            names = []
-            if isinstance(s, Let) and dep(s.value):
-                names = [s.temp.name]
-            elif isinstance(s, Update) and (dep(s.value) or (s.pos is not None and dep(s.pos))):
-                names = [s.temp.name] + ([s.pos_temp.name] if s.pos_temp is not None else [])
-            for n in names:
-                if n not in out:
-                    out.add(n)
-                    changed = True
-    return out
 
 
 def _syms(fn: Function) -> set[str]:

@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 
 from fusion.codegen.opaque.kernels import HEADER, HERE, KERNELS, implemented, kernel_for, struct_fields
-from fusion.errors import FusionError, ShapeError
+from fusion.errors import ShapeError
 
 __all__ = ["supported", "c_sources", "header", "call", "max_output_shapes", "attr_fields", "KERNELS"]
 
@@ -55,10 +55,14 @@ def _c_literal(ctype: str, v) -> str:
     if "[" in ctype:  # fixed-size array field
         base = ctype.split("[")[0]
         return "{" + ", ".join(_c_literal(base, x) for x in v) + "}"
-    if ctype == "float":
-        return repr(float(np.float32(v))) + "f" if np.isfinite(v) else ("(1.0f/0.0f)" if v > 0 else "(-1.0f/0.0f)")
-    if ctype == "double":
-        return repr(float(v))
+    if ctype in ("float", "double"):
+        f = "f" if ctype == "float" else ""
+        x = float(np.float32(v)) if f else float(v)
+        if np.isnan(x):
+            return f"__builtin_nan{f}(\"\")"   # gcc and clang, the compilers fusion drives
+        if np.isinf(x):
+            return f"{'-' if x < 0 else ''}__builtin_inf{f}()"
+        return repr(x) + f
     return f"{int(v)}" + ("LL" if ctype == "int64_t" else "")
 
 
@@ -134,4 +138,8 @@ def max_output_shapes(node) -> list[tuple[int, ...]]:
     k = kernel_for(node.op)
     shapes, values = _shapes_values(node)
     dtypes = [None if v is None else v.dtype for v in node.inputs]
-    return [tuple(int(d) for d in s) for s in k.capacity(shapes, values, {**attr_fields(node), "_dtypes": dtypes})]
+    try:
+        caps = k.capacity(shapes, values, {**attr_fields(node), "_dtypes": dtypes})
+    except ShapeError as e:  # name the node: the user has to find it in the model
+        raise ShapeError(f"{node.label()}: {e}") from None
+    return [tuple(int(d) for d in s) for s in caps]

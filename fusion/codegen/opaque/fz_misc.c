@@ -142,3 +142,112 @@ int fz_op_DynamicQuantizeLinear(const fz_tensor *in, int n_in, fz_tensor *out, i
     *(uint8_t *)out[2].data = (uint8_t)zpf;
     return 0;
 }
+
+/* ------------------------------------------------------------- AffineGrid */
+
+/* normalized coordinate of position i of n: align_corners puts -1 and 1 on
+ * the centers of the end pixels (a single pixel sits at 1, as onnxruntime's
+ * Eigen LinSpaced gives), otherwise on their outer edges */
+static double grid_coord(int64_t i, int64_t n, int align) {
+    if (align) return n > 1 ? -1.0 + 2.0 * (double)i / (double)(n - 1) : 1.0;
+    return (2.0 * (double)i + 1.0) / (double)n - 1.0;
+}
+
+int fz_op_AffineGrid(const fz_tensor *in, int n_in, fz_tensor *out, int n_out, const void *attrs) {
+    const char *op = "AffineGrid";
+    const struct fz_attrs_AffineGrid *a = (const struct fz_attrs_AffineGrid *)attrs;
+    if (a == NULL || n_in < 2 || n_out < 1) FZ_FAIL("%s: expects theta, size, 1 output and attributes", op);
+    const fz_tensor *th = &in[0], *sz = &in[1];
+    if (fz_check(op, "input theta", th) < 0 || fz_check(op, "input size", sz) < 0) return -1;
+    if (th->dtype != FZ_FLOAT && th->dtype != FZ_DOUBLE) FZ_FAIL("%s: theta must be float32 or float64", op);
+    if (!fz_is_index_type(sz->dtype) || sz->rank != 1 || (sz->shape[0] != 4 && sz->shape[0] != 5))
+        FZ_FAIL("%s: size must be int64 [N, C, H, W] or [N, C, D, H, W]", op);
+    int nd = (int)sz->shape[0] - 2; /* 2 or 3 spatial dims */
+    int64_t N = fz_index_at(sz, 0), dims[3] = {1, 1, 1};
+    for (int i = 0; i < nd; i++) dims[3 - nd + i] = fz_index_at(sz, 2 + i);
+    if (N < 0 || dims[0] < 0 || dims[1] < 0 || dims[2] < 0) FZ_FAIL("%s: size must not be negative", op);
+    if (th->rank != 3 || th->shape[0] != N || th->shape[1] != nd || th->shape[2] != nd + 1)
+        FZ_FAIL("%s: theta must have shape [%lld, %d, %d]", op, (long long)N, nd, nd + 1);
+    if (fz_out_dtype(op, 0, &out[0], th->dtype)) return -1;
+    int64_t shape[5] = {N, 0, 0, 0, 0};
+    for (int i = 0; i < nd; i++) shape[1 + i] = dims[3 - nd + i];
+    shape[1 + nd] = nd;
+    if (fz_set_output(op, 0, &out[0], nd + 2, shape)) return -1;
+    int64_t o = 0;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t dd = 0; dd < dims[0]; dd++)
+            for (int64_t h = 0; h < dims[1]; h++)
+                for (int64_t w = 0; w < dims[2]; w++) {
+                    /* base point (x, y[, z]) from the fastest axis outwards, then theta @ [p, 1] */
+                    double p[4] = {grid_coord(w, dims[2], a->align_corners), grid_coord(h, dims[1], a->align_corners),
+                                   grid_coord(dd, dims[0], a->align_corners), 1.0};
+                    if (nd == 2) p[2] = 1.0;
+                    for (int r = 0; r < nd; r++) {
+                        double acc = 0;
+                        for (int c = 0; c <= nd; c++) {
+                            int64_t ti = (n * nd + r) * (nd + 1) + c;
+                            double t = th->dtype == FZ_FLOAT ? (double)((const float *)th->data)[ti]
+                                                             : ((const double *)th->data)[ti];
+                            acc += t * p[c];
+                        }
+                        if (th->dtype == FZ_FLOAT) ((float *)out[0].data)[o++] = (float)acc;
+                        else ((double *)out[0].data)[o++] = acc;
+                    }
+                }
+    return 0;
+}
+
+/* ----------------------------------------------------------------- Col2Im */
+
+/* input [N, C * prod(block), L] -> image [N, C, *image_shape]: every column
+ * entry is added at its pixel (overlaps sum, padding drops) */
+int fz_op_Col2Im(const fz_tensor *in, int n_in, fz_tensor *out, int n_out, const void *attrs) {
+    const char *op = "Col2Im";
+    const struct fz_attrs_Col2Im *a = (const struct fz_attrs_Col2Im *)attrs;
+    if (a == NULL || n_in < 3 || n_out < 1) FZ_FAIL("%s: expects input, image_shape, block_shape, 1 output", op);
+    const fz_tensor *x = &in[0], *is = &in[1], *bs = &in[2];
+    if (fz_check(op, "input", x) < 0 || fz_check(op, "image_shape", is) < 0 || fz_check(op, "block_shape", bs) < 0)
+        return -1;
+    if (x->dtype != FZ_FLOAT && x->dtype != FZ_DOUBLE) FZ_FAIL("%s: input must be float32 or float64", op);
+    if (!fz_is_index_type(is->dtype) || !fz_is_index_type(bs->dtype) || is->rank != 1 || bs->rank != 1 ||
+        is->shape[0] != bs->shape[0] || is->shape[0] < 1 || is->shape[0] > 6)
+        FZ_FAIL("%s: image_shape and block_shape must be int64 vectors of one length (1 to 6)", op);
+    int nd = (int)is->shape[0];
+    int64_t img[6], blk[6], cnt[6], bprod = 1, isz = 1, L = 1;
+    for (int i = 0; i < nd; i++) {
+        img[i] = fz_index_at(is, i);
+        blk[i] = fz_index_at(bs, i);
+        if (img[i] < 0 || blk[i] < 1 || a->strides[i] < 1 || a->dilations[i] < 1)
+            FZ_FAIL("%s: bad image_shape, block_shape, strides or dilations", op);
+        int64_t room = img[i] + a->pads[i] + a->pads[6 + i] - ((blk[i] - 1) * a->dilations[i] + 1);
+        cnt[i] = room < 0 ? 0 : room / a->strides[i] + 1;
+        bprod *= blk[i];
+        isz *= img[i];
+        L *= cnt[i];
+    }
+    if (x->rank != 3 || x->shape[1] % bprod || x->shape[2] != L)
+        FZ_FAIL("%s: input must be [N, C * %lld, %lld] for these shapes", op, (long long)bprod, (long long)L);
+    int64_t N = x->shape[0], C = x->shape[1] / bprod, shape[8] = {N, C};
+    for (int i = 0; i < nd; i++) shape[2 + i] = img[i];
+    if (fz_out_dtype(op, 0, &out[0], x->dtype) || fz_set_output(op, 0, &out[0], nd + 2, shape)) return -1;
+    int64_t total = N * C * isz;
+    int dbl = x->dtype == FZ_DOUBLE;
+    if (total > 0) memset(out[0].data, 0, (size_t)total * (dbl ? 8 : 4));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t b = 0; b < bprod; b++)
+                for (int64_t l = 0; l < L; l++) {
+                    int64_t rb = b, rl = l, pos = 0, inside = 1, bi[6], li[6];
+                    for (int i = nd - 1; i >= 0; i--) { bi[i] = rb % blk[i]; rb /= blk[i]; li[i] = rl % cnt[i]; rl /= cnt[i]; }
+                    for (int i = 0; i < nd && inside; i++) {
+                        int64_t p = li[i] * a->strides[i] + bi[i] * a->dilations[i] - a->pads[i];
+                        inside = p >= 0 && p < img[i];
+                        pos = pos * img[i] + p;
+                    }
+                    if (!inside) continue;
+                    int64_t src = ((n * C + c) * bprod + b) * L + l, dst = (n * C + c) * isz + pos;
+                    if (dbl) ((double *)out[0].data)[dst] += ((const double *)x->data)[src];
+                    else ((float *)out[0].data)[dst] += ((const float *)x->data)[src];
+                }
+    return 0;
+}

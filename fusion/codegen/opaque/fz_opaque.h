@@ -159,6 +159,31 @@ struct fz_attrs_MaxUnpool {
     int64_t pads[12];        /* begins at 0..5, ends at 6..11 */
 };
 
+struct fz_attrs_AffineGrid {
+    int32_t align_corners;
+};
+
+struct fz_attrs_Col2Im {
+    int64_t dilations[6];
+    int64_t strides[6];
+    int64_t pads[12];        /* begins at 0..5, ends at 6..11 */
+};
+
+/* RNN, GRU, LSTM: one kernel, fz_op_Recurrent */
+struct fz_attrs_Recurrent {
+    int32_t kind;            /* 0 RNN, 1 GRU, 2 LSTM */
+    int32_t direction;       /* 0 forward, 1 reverse, 2 bidirectional */
+    int64_t hidden_size;
+    int32_t layout;
+    int32_t input_forget;
+    int32_t linear_before_reset;
+    int32_t has_clip;
+    float clip;
+    int32_t act[6];          /* per direction: f[, g[, h]]; codes in kernels.py ACTIVATIONS */
+    float alpha[6];
+    float beta[6];
+};
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -201,6 +226,9 @@ FZ_KERNEL(ConvInteger);
 FZ_KERNEL(QLinearConv);
 FZ_KERNEL(BitCast);
 FZ_KERNEL(MaxUnpool);
+FZ_KERNEL(AffineGrid);
+FZ_KERNEL(Col2Im);
+FZ_KERNEL(Recurrent); /* RNN, GRU, LSTM */
 
 #ifdef __cplusplus
 }

@@ -154,6 +154,53 @@ def _maxunpool(a, opset):
             "pads": _pads12(a.get("pads"))}
 
 
+# activation name -> (code in fz_rnn.c, default alpha, default beta, takes alpha, takes beta)
+ACTIVATIONS = {"sigmoid": (0, 0, 0, 0, 0), "tanh": (1, 0, 0, 0, 0), "relu": (2, 0, 0, 0, 0),
+               "hardsigmoid": (3, 0.2, 0.5, 1, 1), "leakyrelu": (4, 0.01, 0, 1, 0),
+               "thresholdedrelu": (5, 1.0, 0, 1, 0), "scaledtanh": (6, 1.0, 1.0, 1, 1), "affine": (7, 1.0, 0, 1, 1),
+               "elu": (8, 1.0, 0, 1, 0), "softsign": (9, 0, 0, 0, 0), "softplus": (10, 0, 0, 0, 0)}
+_RNN_DEFAULT = {0: ["Tanh"], 1: ["Sigmoid", "Tanh"], 2: ["Sigmoid", "Tanh", "Tanh"]}
+
+
+def _recurrent(kind):
+    def fields(a, opset):
+        direction = _choice("RNN", "direction", a.get("direction", "forward") or "forward",
+                            {"forward": 0, "reverse": 1, "bidirectional": 2})
+        dirs = 2 if direction == 2 else 1
+        names = list(a.get("activations") or _RNN_DEFAULT[kind] * dirs)
+        if len(names) == len(_RNN_DEFAULT[kind]) and dirs == 2:
+            names = names * 2
+        if len(names) != len(_RNN_DEFAULT[kind]) * dirs:
+            raise FusionError(f"{['RNN', 'GRU', 'LSTM'][kind]}: expected {len(_RNN_DEFAULT[kind]) * dirs} activations, "
+                              f"got {len(names)}")
+        alphas, betas = list(a.get("activation_alpha") or []), list(a.get("activation_beta") or [])
+        codes, al, be = [], [], []
+        for n in names:  # onnxruntime: the lists feed only the activations that take a value, in order
+            if _s(n).lower() not in ACTIVATIONS:
+                raise FusionError(f"activation '{_s(n)}' is not supported by the runtime kernels")
+            code, da, db, ta, tb = ACTIVATIONS[_s(n).lower()]
+            codes.append(code)
+            al.append(float(alphas.pop(0)) if ta and alphas else float(da))
+            be.append(float(betas.pop(0)) if tb and betas else float(db))
+        pad = lambda v, x: v + [x] * (6 - len(v))
+        clip = a.get("clip")
+        return {"kind": kind, "direction": direction, "hidden_size": int(a.get("hidden_size") or 0),
+                "layout": int(a.get("layout", 0) or 0), "input_forget": int(a.get("input_forget", 0) or 0),
+                "linear_before_reset": int(a.get("linear_before_reset", 0) or 0), "has_clip": int(clip is not None),
+                "clip": float(clip) if clip is not None else 0.0, "act": pad(codes, 0), "alpha": pad(al, 0.0),
+                "beta": pad(be, 0.0)}
+    return fields
+
+
+def _cap_recurrent(s, v, f):
+    x, H = s[0], f["hidden_size"]
+    dirs = 2 if f["direction"] == 2 else 1
+    S, N = (x[1], x[0]) if f["layout"] else (x[0], x[1])
+    ys = (N, S, dirs, H) if f["layout"] else (S, dirs, N, H)
+    hs = (N, dirs, H) if f["layout"] else (dirs, N, H)
+    return [ys, hs, hs][:3 if f["kind"] == 2 else 2]
+
+
 def _unique(a, opset):
     return {**_optional_axis(a, opset), "sorted": int(a.get("sorted", 1))}
 
@@ -304,6 +351,21 @@ def _cap_maxunpool(s, v, f):
                                  for i in range(len(x) - 2))]
 
 
+def _cap_affine_grid(s, v, f):
+    if v[1] is None:
+        raise ShapeError("AffineGrid: size must be a constant (it is the output's shape)")
+    size = [int(x) for x in np.asarray(v[1]).reshape(-1)]
+    return [(size[0], *size[2:], len(size) - 2)]
+
+
+def _cap_col2im(s, v, f):
+    if v[1] is None or v[2] is None:
+        raise ShapeError("Col2Im: image_shape and block_shape must be constants (they give the output's shape)")
+    img = [int(x) for x in np.asarray(v[1]).reshape(-1)]
+    blk = int(np.prod(np.asarray(v[2]).reshape(-1)))
+    return [(s[0][0], s[0][1] // max(blk, 1), *img)]
+
+
 def _to_dtype(d, f):
     from onnx.helper import tensor_dtype_to_np_dtype
     return [np.dtype(tensor_dtype_to_np_dtype(f["to"]))]
@@ -381,6 +443,13 @@ KERNELS: dict[str, Kernel] = {k.op: k for k in [
     Kernel("BitCast", lambda a, o: {"to": int(a.get("to", 0))}, _cap_bitcast, _to_dtype, ANY),
     Kernel("MaxUnpool", _maxunpool, _cap_maxunpool, _first, ANY),
     Kernel("Scatter", _scatter_el, _same_as_input, _first, ANY, cname="ScatterElements"),
+    Kernel("AffineGrid", lambda a, o: {"align_corners": int(a.get("align_corners", 0))}, _cap_affine_grid, _first,
+           FLOATS),
+    Kernel("Col2Im", lambda a, o: {"dilations": _spatial(a.get("dilations"), 6, 1), "strides": _spatial(a.get("strides"), 6, 1),
+                                   "pads": _pads12(a.get("pads"))}, _cap_col2im, _first, FLOATS),
+    Kernel("RNN", _recurrent(0), _cap_recurrent, lambda d, f: [d[0]] * 2, FLOATS, 2, cname="Recurrent"),
+    Kernel("GRU", _recurrent(1), _cap_recurrent, lambda d, f: [d[0]] * 2, FLOATS, 2, cname="Recurrent"),
+    Kernel("LSTM", _recurrent(2), _cap_recurrent, lambda d, f: [d[0]] * 3, FLOATS, 3, cname="Recurrent"),
     Kernel("DynamicQuantizeLinear", lambda a, o: {"unused": 0}, lambda s, v, f: [tuple(s[0]), (), ()],
            lambda d, f: [np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.uint8)], ("float32",), 3),
 ]}

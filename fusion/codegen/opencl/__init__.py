@@ -37,9 +37,14 @@ def build_program(model, target="opencl", *, fp16: bool = False, fp16_arith: boo
     return graph, plan, prog, em
 
 
-def compile(model, target="opencl", *, fp16: bool = False, device=None, profile: bool = False, **kwargs):
+def compile(model, target="opencl", *, fp16: bool = False, device=None, profile: bool = False,
+            tiled_gemm: bool | None = None, **kwargs):
     """Compile for the OpenCL device present here -> OpenCLModel (.run, .close,
-    .kernel_count, .launches). target "android-arm64-gpu": use android.build."""
+    .kernel_count, .launches). target "android-arm64-gpu": use android.build.
+
+    tiled_gemm: local-memory tiles for MatMul/Gemm/Conv; default on for GPUs,
+    off for CPU devices (PoCL), where __local is ordinary memory and the
+    barriers cost more than the reuse gains (measured: docs/opencl.md)."""
     from fusion.targets import Target, get_target
     from fusion.errors import FusionError
     from fusion.codegen.opencl.runtime import OpenCLModel, device_info, find_device
@@ -49,15 +54,19 @@ def compile(model, target="opencl", *, fp16: bool = False, device=None, profile:
                           "fusion.codegen.opencl.android.build(model, out_dir)")
     t0 = time.perf_counter()
     dev = device or find_device()
-    fp16_arith = fp16 and device_info(dev)["fp16"]
-    graph, plan, prog, _ = build_program(model, t, fp16=fp16, fp16_arith=fp16_arith, **kwargs)
+    info = device_info(dev)
+    fp16_arith = fp16 and info["fp16"]
+    if tiled_gemm is None:
+        tiled_gemm = info["type"] != "cpu"
+    graph, plan, prog, _ = build_program(model, t, fp16=fp16, fp16_arith=fp16_arith, tiled_gemm=tiled_gemm,
+                                         **kwargs)
     mod = OpenCLModel(prog, t, dev, profile=profile)
     mod.plan, mod.graph = plan, graph
     mod.report = {"model": graph.name, "target": t.name, "device": mod.info, "nodes": len(graph.nodes),
                   "blocks": len(plan.blocks), "kernels": mod.kernel_count, "host_steps": mod.host_steps,
                   "arena_bytes": prog.arena_bytes, "arena_without_reuse_bytes": prog.naive_arena_bytes,
                   "weights_bytes": len(prog.weights), "max_kernel_args": prog.kernel_args_max,
-                  "fp16": fp16, "compile_seconds": round(time.perf_counter() - t0, 3)}
+                  "fp16": fp16, "tiled_gemm": tiled_gemm, "compile_seconds": round(time.perf_counter() - t0, 3)}
     return mod
 
 

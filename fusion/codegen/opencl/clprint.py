@@ -131,19 +131,23 @@ class KernelPrinter(FunctionPrinter):
         self.half_store = {b.name for b in fn.buffers
                            if fp16 and b.dtype == "float32" and places[b.name].storage in ("W", "M")}
         shapes = {b.name: b.shape for b in fn.buffers}
+        # 32-bit index arithmetic when every buffer fits: mobile GPUs emulate 64-bit integers.
+        small = all(_elements(b.shape) < 2**31 - 1 for b in fn.buffers)
+        self.idx = "int" if small and self.total() < 2**31 - 1 else "long"
         half = self.half_store
         self.ep = CLExprPrinter(shapes, load=lambda n, i: f"vload_half({i}, {n})" if n in half else f"{n}[{i}]")
-        if any(isinstance(x, Sym) for x in fn.outer_extents) or self._syms():
-            raise UnsupportedOpError(f"block {fn.name}: a size known only at run time; the OpenCL backend "
-                                     f"needs static shapes")
 
     def storages(self) -> list[str]:
         return sorted({self.places[b.name].storage for b in self.fn.buffers}, key=storage_order)
 
+    def sym_args(self) -> list[str]:
+        return sorted(self._syms())
+
     def total(self) -> int:
+        """Work-items: the outer range at capacity (run-time extents at their bound)."""
         n = 1
         for ext in self.fn.outer_extents:
-            n *= int(ext)
+            n *= ext.bound if isinstance(ext, Sym) else int(ext)
         return n
 
     def emit(self, s, ind: str) -> None:
@@ -171,7 +175,7 @@ class KernelPrinter(FunctionPrinter):
                 L.append(f"{ind}{s.buffer}[{p(s.index)}] = ({T(s.dtype)})({p(s.value)});")
         elif isinstance(s, Loop):
             ext = str(s.extent) if isinstance(s.extent, int) else p(E.wrap(s.extent))
-            L.append(f"{ind}for (long {s.var.name} = 0; {s.var.name} < {ext}; ++{s.var.name}) {{")
+            L.append(f"{ind}for ({self.idx} {s.var.name} = 0; {s.var.name} < {ext}; ++{s.var.name}) {{")
             for x in s.body:
                 self.emit(x, ind + "    ")
             L.append(f"{ind}}}")
@@ -188,6 +192,7 @@ class KernelPrinter(FunctionPrinter):
         for st in self.storages():
             const = "" if st in out_storages else "const "
             params.append(f"__global {const}char *{st}")
+        params += [f"const long {s_}" for s_ in self.sym_args()]
         L.append(f"/* block {fn.name}: {fn.comment or ''}{fn.schedule} */")
         L.append(f"__kernel void {self.kname}({', '.join(params)}) {{")
         n = self.total()
@@ -200,7 +205,7 @@ class KernelPrinter(FunctionPrinter):
             L.append(f"    __global {const}{t} *restrict {b.name} = (__global {const}{t} *)({pl.storage} + {pl.offset});")
         for s in fn.prelude:
             self.emit(s, "    ")
-        exts = [int(x) for x in fn.outer_extents]
+        exts = [x.bound if isinstance(x, Sym) else int(x) for x in fn.outer_extents]
         stride = 1
         strides = []
         for ext in reversed(exts):
@@ -211,11 +216,20 @@ class KernelPrinter(FunctionPrinter):
             q = "p_" if st == 1 else f"(p_ / {st}L)"
             if k > 0:
                 q = f"({q} % {ext}L)"
-            L.append(f"    const long {v.name} = {q};")
+            L.append(f"    const {self.idx} {v.name} = ({self.idx}){q};")
+            if isinstance(fn.outer_extents[k], Sym):   # past the run-time size: nothing to do
+                L.append(f"    if ({v.name} >= {fn.outer_extents[k].name}) return;")
         for s in fn.body:
             self.emit(s, "    ")
         L.append("}")
         return "\n".join(L)
+
+
+def _elements(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
 
 
 def storage_order(st: str):

@@ -1,4 +1,4 @@
-"""Local-memory tiled GEMM for MatMul and Gemm anchors.
+"""Local-memory tiled GEMM for MatMul and Gemm anchors, and 2-D Conv as implicit GEMM.
 
 The CPU fast kernels are C text, so the GPU gets its own: a work-group of
 TS x TS work-items computes a TS x TS tile of C; each step stages a TS x TS
@@ -36,10 +36,6 @@ class Tile:
     ts: int = TS
 
     @property
-    def tiles(self) -> int:
-        return -(-self.M // self.ts) * -(-self.N // self.ts)
-
-    @property
     def total(self) -> int:
         return int(np.prod(self.batch or [1])) * self.tiles * self.ts * self.ts
 
@@ -51,8 +47,20 @@ class Tile:
     def global_size(self) -> int:
         return self.total
 
+    @property
+    def rm(self) -> int:
+        """Outputs per work-item along each axis: 2x2 register blocking once
+        the matrix fills 32x32 tiles (each staged element then feeds 2 FMAs)."""
+        return 2 if self.M >= 2 * self.ts and self.N >= 2 * self.ts else 1
+
+    @property
+    def tiles(self) -> int:
+        t = self.ts * self.rm
+        return -(-self.M // t) * -(-self.N // t)
+
     def kernel(self, kname: str, places, fp16: bool = False) -> tuple[str, list[str]]:
-        fn, ts = self.fn, self.ts
+        fn, ts, r = self.fn, self.ts, self.rm
+        tm = ts * r                      # output tile edge; K advances by ts per step
         written = {b.name for b in fn.buffers if b.role == "out"}
         storages = sorted({places[b.name].storage for b in fn.buffers}, key=storage_order)
         outs = {places[n].storage for n in written}
@@ -67,27 +75,41 @@ class Tile:
             f"(__global {'' if b.name in written else 'const '}{cltype(b.dtype)} *)({places[b.name].storage} + "
             f"{places[b.name].offset})" for b in fn.buffers) + " };")
         L.append(f"    const struct {kname}_args *A = &A_;")
-        L.append(f"    __local float As[{ts}][{ts + 1}], Bs[{ts}][{ts + 1}];   /* +1: no bank conflicts */")
+        L.append(f"    __local float As[{tm}][{ts + 1}], Bs[{ts}][{tm + 1}];   /* +1: no bank conflicts */")
         L.append("    const long grp = (long)get_group_id(0);")
-        L.append(f"    const int ly = (int)get_local_id(0) / {ts}, lx = (int)get_local_id(0) % {ts};")
-        tn = -(-self.N // ts)
+        L.append("    const int l = (int)get_local_id(0);")
+        L.append(f"    const int ly = l / {ts}, lx = l % {ts};")
+        tn = -(-self.N // tm)
         L.append(f"    const long bt = grp / {self.tiles}L, t_ = grp % {self.tiles}L;")
-        L.append(f"    const long m = (t_ / {tn}L) * {ts} + ly, n = (t_ % {tn}L) * {ts} + lx;")
+        L.append(f"    const long m0 = (t_ / {tn}L) * {tm}, n0 = (t_ % {tn}L) * {tm};")
         stride = 1
         for d in range(len(self.batch) - 1, -1, -1):
             L.append(f"    const long bt_{d} = (bt / {stride}L) % {self.batch[d]}L;")
             stride *= self.batch[d]
-        L.append("    float acc = 0.0f;")
+        L.append(f"    float accs[{r}][{r}];")
+        L.append(f"    for (int i = 0; i < {r}; ++i) for (int j = 0; j < {r}; ++j) accs[i][j] = 0.0f;")
         L.append(f"    for (long k0 = 0; k0 < {self.K}L; k0 += {ts}) {{")
-        L.append(f"        {{ const long ka = k0 + lx; As[ly][lx] = (m < {self.M}L && ka < {self.K}L) ? "
-                 f"(float)({self.a_expr}) : 0.0f; }}")
-        L.append(f"        {{ const long kb = k0 + ly; Bs[ly][lx] = (kb < {self.K}L && n < {self.N}L) ? "
-                 f"(float)({self.b_expr}) : 0.0f; }}")
+        # each work-item stages r elements of each tile (r * 256 = tile size)
+        L.append(f"        for (int q = 0; q < {r}; ++q) {{")
+        L.append(f"            const int e = l + q * {ts * ts};")
+        L.append(f"            {{ const long m = m0 + e / {ts}, ka = k0 + e % {ts};")
+        L.append(f"              As[e / {ts}][e % {ts}] = (m < {self.M}L && ka < {self.K}L) ? (float)({self.a_expr}) : 0.0f; }}")
+        L.append(f"            {{ const long kb = k0 + e / {tm}, n = n0 + e % {tm};")
+        L.append(f"              Bs[e / {tm}][e % {tm}] = (kb < {self.K}L && n < {self.N}L) ? (float)({self.b_expr}) : 0.0f; }}")
+        L.append("        }")
         L.append("        barrier(CLK_LOCAL_MEM_FENCE);")
-        L.append(f"        for (int kk = 0; kk < {ts}; ++kk) acc += As[ly][kk] * Bs[kk][lx];")
+        L.append(f"        for (int kk = 0; kk < {ts}; ++kk) {{")
+        L.append(f"            float a_[{r}], b_[{r}];")
+        L.append(f"            for (int i = 0; i < {r}; ++i) {{ a_[i] = As[ly + i * {ts}][kk]; b_[i] = Bs[kk][lx + i * {ts}]; }}")
+        L.append(f"            for (int i = 0; i < {r}; ++i) for (int j = 0; j < {r}; ++j) accs[i][j] += a_[i] * b_[j];")
+        L.append("        }")
         L.append("        barrier(CLK_LOCAL_MEM_FENCE);")
         L.append("    }")
-        L.append(f"    if (m < {self.M}L && n < {self.N}L) {self.epilogue}")
+        L.append(f"    for (int i = 0; i < {r}; ++i) for (int j = 0; j < {r}; ++j) {{")
+        L.append(f"        const long m = m0 + ly + i * {ts}, n = n0 + lx + j * {ts};")
+        L.append("        const float acc = accs[i][j];")
+        L.append(f"        if (m < {self.M}L && n < {self.N}L) {self.epilogue}")
+        L.append("    }")
         L.append("}")
         return "\n".join(L), storages
 
@@ -97,11 +119,11 @@ def tiled_block(em, block, outs):
     em.tiles), or None: plain loop nest."""
     from fusion.codegen import anchors
     a = block.anchor
-    if a is None or a.op not in ("MatMul", "Gemm") or em.fp16:
+    if a is None or a.op not in ("MatMul", "Gemm", "Conv") or em.fp16:
         return None
     if any(v is not None and v.dtype != np.float32 for v in list(a.inputs) + a.outputs):
         return None
-    if em.target.local_mem_bytes and 2 * TS * (TS + 1) * 4 > em.target.local_mem_bytes:
+    if em.target.local_mem_bytes and 2 * 2 * TS * (2 * TS + 1) * 4 > em.target.local_mem_bytes:
         return None
     if em.target.max_work_group and TS * TS > em.target.max_work_group:
         return None
@@ -114,12 +136,15 @@ def tiled_block(em, block, outs):
     if desc is None:
         return None
     batch, M, N, K, a_expr, b_expr, epi = desc
+    if M < TS // 2 or N < TS // 2 or K < TS:
+        return None   # a matrix-vector shape: most of a 16x16 tile would idle; the plain nest is better
     text = a_expr + b_expr + epi
     used = {n: v for n, v in ctx.comp.loads.items() if f"A->{n}[" in text}
     fn = Function(block.name, em.buffers_for(used, outs), [], [], [],
                   schedule=f"tiled GEMM {M}x{N}x{K}" + (f" x batch {batch}" if batch else "") +
                   f", {TS}x{TS} work-groups, A/B tiles in local memory")
     em.tiles[block.name] = Tile(fn, batch, M, N, K, a_expr, b_expr, epi)
+    fn.schedule += f", {em.tiles[block.name].rm}x{em.tiles[block.name].rm} outputs per work-item"
     return fn
 
 
@@ -137,6 +162,8 @@ def _batch_index(shape, nb: int, last2: list[str]) -> list[str]:
 
 def _describe(ctx):
     a = ctx.anchor
+    if a.op == "Conv":
+        return _describe_conv(ctx)
     if a.op == "MatMul":
         x, w = a.inputs
         if x.rank < 2 or w.rank < 2:
@@ -172,3 +199,37 @@ def _describe(ctx):
         acc = f"{acc} + {_scaled(beta, pr.p(ce))}"
     epi = ctx.epilogue()
     return [], M, N, K, A.c_expr(["m", "ka"]), B.c_expr(["kb", "n"]), epi(["m", "n"], acc)
+
+
+def _describe_conv(ctx):
+    """2-D Conv as implicit GEMM, per (image, group): C[m, n] = sum_k W[m, k] * X'[k, n]
+    with k = (input channel, ky, kx) and n = (oy, ox); X' is never materialized,
+    its tile loads compute the input position (zero outside the padding)."""
+    from fusion.ops.linear import conv_geometry
+    a = ctx.anchor
+    x, w = a.inputs[0], a.inputs[1]
+    b = a.input(2)
+    if x.rank != 4:
+        return None
+    kernel, strides, dil, pb, _, out_sp = conv_geometry(a)
+    group = int(a.attrs.get("group", 1))
+    nb, cin, H, Wd = (int(d) for d in x.shape)
+    cout = int(w.shape[0])
+    kh, kw = (int(k) for k in kernel)
+    ho, wo = (int(d) for d in out_sp)
+    cg, mg = cin // group, cout // group
+    M, N, K = mg, ho * wo, cg * kh * kw
+    W_ = ctx.operand(w, w.shape)
+    X = ctx.operand(x, x.shape)
+    B = ctx.operand(b, b.shape) if b is not None else None
+    epi = ctx.epilogue()
+    co = "(bt_1 * %dL + m)" % mg
+    a_expr = W_.c_expr([co, f"(ka / {kh * kw}L)", f"((ka / {kw}L) % {kh}L)", f"(ka % {kw}L)"])
+    iy = f"((n / {wo}L) * {strides[0]}L - {pb[0]}L + ((kb / {kw}L) % {kh}L) * {dil[0]}L)"
+    ix = f"((n % {wo}L) * {strides[1]}L - {pb[1]}L + (kb % {kw}L) * {dil[1]}L)"
+    x_expr = X.c_expr(["bt_0", f"(bt_1 * {cg}L + kb / {kh * kw}L)", iy, ix])
+    b_expr = f"(({iy} >= 0 && {iy} < {H}L && {ix} >= 0 && {ix} < {Wd}L) ? (float)({x_expr}) : 0.0f)"
+    acc = "acc" if B is None else f"(acc + {B.c_expr([co.replace('m)', 'm)')])})"
+    co_e = "(bt_1 * %dL + m)" % mg
+    out = epi(["bt_0", co_e, f"(n / {wo}L)", f"(n % {wo}L)"], acc)
+    return [nb, group], M, N, K, a_expr, b_expr, out

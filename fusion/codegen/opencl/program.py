@@ -37,6 +37,7 @@ class KernelStep:
     ops: list[str] = field(default_factory=list)
     anchor: str | None = None
     schedule: str = ""
+    syms: list[str] = field(default_factory=list)   # run-time sizes passed after the storages
 
 
 @dataclass
@@ -64,6 +65,8 @@ class Program:
     tail: list                              # (output index, kind, source) for outputs no step writes
     fp16: bool = False
     kernel_args_max: int = 0
+    dyn: dict = field(default_factory=dict)      # kernel argument (fz_dyn_*) -> (sympy symbol name, bound)
+    shapes: dict = field(default_factory=dict)   # buffer name -> symbolic shape (run-time dims)
 
 
 def widen_ndrange(fn: Function) -> Function:
@@ -96,10 +99,11 @@ class OpenCLEmitter(ModelEmitter):
             return None
         if b.opaque:
             return self.host_block(b, outs)
-        touched = [v for n in b.nodes for v in n.all_inputs() + n.outputs]
-        if any(v.shape is not None and not v.is_static for v in touched):
-            raise UnsupportedOpError(f"block {b.name}: a tensor whose size is known only at run time "
-                                     f"({b.nodes[0].label()}); the OpenCL backend needs static shapes")
+        touched = {id(v): v for n in b.nodes for v in n.all_inputs() + n.outputs}
+        dynamic = [v for v in touched.values() if v.shape is not None and not v.is_static]
+        if dynamic:
+            # Capacity layout, run-time extents as kernel arguments (ModelEmitter's rule).
+            return self._lower_dynamic(b, outs, dynamic)
         groups: dict[int, list[Value]] = {}
         for v in outs:
             groups.setdefault(int(np.prod(self.shape_of(v))), []).append(v)
@@ -116,9 +120,10 @@ class OpenCLEmitter(ModelEmitter):
 
     def host_block(self, b: Block, outs: list[Value]) -> HostStep:
         for v in b.inputs + outs:
-            if v.shape is None or not v.is_static:
-                raise UnsupportedOpError(f"{b.nodes[0].label()}: {b.nodes[0].op} gives a tensor whose size depends "
-                                         f"on the data ({v.name}); the OpenCL backend needs static shapes")
+            if v.shape is None:
+                raise UnsupportedOpError(f"{b.nodes[0].label()}: {v.name} has no known shape")
+        if any(not v.is_static for v in outs):
+            self._define_dims(b)
         for n in b.nodes:
             if n.opdef is None or n.opdef.reference is None or n.opdef.needs_env:
                 raise UnsupportedOpError(f"{n.label()}: op '{n.op}' has no reference to run as a host step")
@@ -137,6 +142,33 @@ class OpenCLEmitter(ModelEmitter):
             names[id(v)] = self.cname(v)
             writes.append(self.cname(v))
         return HostStep(b, reads, writes, consts, names)
+
+    def _define_dims(self, b: Block) -> None:
+        """Bounds of the run-time dims an opaque op decides (NMS: boxes kept),
+        from the same capacity rule as its C kernel."""
+        import sympy
+        node = b.nodes[0]
+        dyn_ins = [v for v in node.inputs if v is not None and v.shape is not None and not v.is_static]
+        saved = [v.shape for v in dyn_ins]
+        try:
+            from fusion.codegen import opaque
+            for v in dyn_ins:   # the capacity rule sees inputs at their bound
+                v.shape = self.shape_of(v)
+            caps = opaque.max_output_shapes(node) if opaque.supported(node) else None
+        except ImportError:
+            caps = None
+        finally:
+            for v, sh in zip(dyn_ins, saved):
+                v.shape = sh
+        if caps is None:
+            raise UnsupportedOpError(f"{node.label()}: {node.op} gives a tensor whose size depends on the data and "
+                                     f"no capacity rule is known for it")
+        for v, cap in zip(node.outputs, caps):
+            if v.shape is None:
+                continue
+            for d, c in zip(v.shape, cap):
+                if not isinstance(d, (int, np.integer)) and isinstance(sympy.sympify(d), sympy.Symbol):
+                    self.define_dim(d, int(c))
 
     # ----------------------------------------------------------------- program
     def program(self, max_kernel_args: int = 0, fp16_arith: bool = False) -> Program:
@@ -182,12 +214,14 @@ class OpenCLEmitter(ModelEmitter):
             elif id(v) in out_index:
                 places[name] = Place(f"out{out_index[id(v)]}", 0)
             elif name in first:
-                intervals.append(Interval(name, self.nbytes(v), first[name], last.get(name, first[name])))
+                nb = self.nbytes(v) // (2 if self.fp16 and v.dtype == np.float32 else 1)
+                intervals.append(Interval(name, nb, first[name], last.get(name, first[name])))
             else:
                 raise AssertionError(f"{name} is read but never written")
         arena = plan_memory(intervals)
         for iv in intervals:
             places[iv.key] = Place("M", iv.offset)
+        self._relayout_weights()
         for name, (off, arr) in self.weights.items():
             places[name] = Place("W", off)
         kernels, steps = [], []
@@ -206,15 +240,17 @@ class OpenCLEmitter(ModelEmitter):
                 kp = KernelPrinter(x, places, kname, fp16=self.fp16, fp16_arith=fp16_arith)
                 text = kp.kernel()
                 step = KernelStep(kname, b.name, kp.storages(), kp.total(), x)
+                step.syms = kp.sym_args()
             step.ops = [n.op for n in b.nodes]
             step.anchor = b.anchor.op if b.anchor is not None else None
             step.schedule = x.schedule
             step.reads = [bf.name for bf in x.buffers if bf.role != "out"]
             step.writes = [bf.name for bf in x.buffers if bf.role == "out"]
-            if max_kernel_args and len(step.storages) > max_kernel_args:
-                raise FusionError(f"block {b.name}: kernel {kname} needs {len(step.storages)} arguments, the "
+            nargs = len(step.storages) + len(step.syms)
+            if max_kernel_args and nargs > max_kernel_args:
+                raise FusionError(f"block {b.name}: kernel {kname} needs {nargs} arguments, the "
                                   f"target allows {max_kernel_args}; plan with this target so the planner splits it")
-            args_max = max(args_max, len(step.storages))
+            args_max = max(args_max, nargs)
             kernels.append(text)
             steps.append(step)
         tail = []
@@ -231,13 +267,25 @@ class OpenCLEmitter(ModelEmitter):
                 tail.append((j, "input", in_index[id(v)]))
             else:
                 raise AssertionError(f"graph output {v.name} is never computed")
-        defs = []
-        if self.fp16:
-            defs.append("/* fp16 storage for weights and intermediates */")
         source = "\n".join([f"/* {g.name}: generated by fusion for target {self.target.name}; one kernel per "
                             f"fused block */", PRELUDE, intrinsic_defines()] + kernels) + "\n"
+        shapes = {name: tuple(by_name[name].shape) for name in sizes}
         return Program(source, self._blob(), max(arena, ALIGN), naive_bytes(intervals), steps, places, sizes,
-                       list(g.inputs), list(g.outputs), tail, self.fp16, args_max)
+                       list(g.inputs), list(g.outputs), tail, self.fp16, args_max,
+                       {self.dim_var(k): (k, b_) for k, b_ in self.dyn.items()}, shapes)
+
+    def _relayout_weights(self) -> None:
+        """fp16: float32 weights take half the bytes, so offsets move."""
+        if not self.fp16:
+            return
+        end = 0
+        for name, (_, arr) in list(self.weights.items()):
+            if arr.dtype == np.float32:
+                arr = arr.astype(np.float16)
+            off = align(end, ALIGN)
+            self.weights[name] = (off, arr)
+            end = off + arr.nbytes
+        self.weight_end = end
 
     def _blob(self) -> bytes:
         body = bytearray(align(max(self.weight_end, 1), ALIGN))

@@ -36,7 +36,9 @@ def find_device(prefer: str | None = None):
 
 
 def device_info(dev) -> dict:
-    return {"name": dev.name.strip(), "platform": dev.platform.name.strip(), "version": dev.version.strip(),
+    import pyopencl as cl
+    kind = "gpu" if dev.type & cl.device_type.GPU else "cpu" if dev.type & cl.device_type.CPU else "accelerator"
+    return {"type": kind, "name": dev.name.strip(), "platform": dev.platform.name.strip(), "version": dev.version.strip(),
             "max_work_group": int(dev.max_work_group_size), "local_mem_bytes": int(dev.local_mem_size),
             "compute_units": int(dev.max_compute_units), "fp16": "cl_khr_fp16" in dev.extensions,
             "fp64": "cl_khr_fp64" in dev.extensions}
@@ -79,7 +81,7 @@ class OpenCLModel:
                 self.launch.append(st)
                 continue
             k = getattr(self.program, st.name)
-            k.set_args(*[self._storage(s) for s in st.storages])
+            k.set_args(*[self._storage(s) for s in st.storages], *[np.int64(prog.dyn[s][1]) for s in st.syms])
             if st.local:
                 local, glob = st.local, st.global_size
             else:
@@ -87,14 +89,27 @@ class OpenCLModel:
                 local = pick_local(st.total, min(limit, kmax))
                 glob = (st.total + local - 1) // local * local
             self.launch.append((st, k, glob, local))
+        self.dynv = {sym: bound for sym, bound in prog.dyn.values()}
         self.kernel_count = sum(1 for s in prog.steps if isinstance(s, KernelStep))
         self.host_steps = sum(1 for s in prog.steps if isinstance(s, HostStep))
         self.launches = 0
         self.report = report or {}
 
-    @staticmethod
-    def _nbytes(v) -> int:
-        return int(np.prod([int(d) for d in v.shape])) * v.dtype.itemsize
+    def _capacity(self, v) -> tuple:
+        """Allocated shape: run-time dims at their bound."""
+        import sympy
+        bounds = {sym: b for sym, b in self.prog.dyn.values()}
+        out = []
+        for d in v.shape:
+            if isinstance(d, (int, np.integer)):
+                out.append(int(d))
+            else:
+                e = sympy.sympify(d)
+                out.append(max(int(e.subs({x: bounds[str(x)] for x in e.free_symbols})), 0))
+        return tuple(out)
+
+    def _nbytes(self, v) -> int:
+        return int(np.prod(self._capacity(v))) * v.dtype.itemsize
 
     def _storage(self, s: str):
         if s == "W":
@@ -106,6 +121,18 @@ class OpenCLModel:
         return self.outs[int(s[3:])]
 
     # ------------------------------------------------------------- host steps
+    def _actual(self, shape) -> tuple:
+        """A symbolic shape at the run-time sizes decided so far."""
+        import sympy
+        out = []
+        for d in shape:
+            if isinstance(d, (int, np.integer)):
+                out.append(int(d))
+            else:
+                e = sympy.sympify(d)
+                out.append(int(e.subs({x: self.dynv[str(x)] for x in e.free_symbols})))
+        return tuple(out)
+
     def _read(self, name: str) -> np.ndarray:
         cl = _cl()
         dt, shape = self.prog.sizes[name]
@@ -113,14 +140,23 @@ class OpenCLModel:
         half = self.prog.fp16 and dt == "float32" and pl.storage == "M"
         a = np.empty(shape, np.float16 if half else dt)
         cl.enqueue_copy(self.queue, a, self._storage(pl.storage), src_offset=pl.offset)
-        return a.astype(np.float32) if half else a
+        a = a.astype(np.float32) if half else a
+        actual = self._actual(self.prog.shapes[name])
+        if actual != tuple(shape):   # capacity layout: the tensor is the leading corner
+            a = np.ascontiguousarray(a[tuple(slice(0, n) for n in actual)])
+        return a
 
     def _write(self, name: str, a: np.ndarray) -> None:
         cl = _cl()
         dt, shape = self.prog.sizes[name]
         pl = self.prog.places[name]
         half = self.prog.fp16 and dt == "float32" and pl.storage == "M"
-        a = np.ascontiguousarray(np.asarray(a).astype(np.float16 if half else dt).reshape(shape))
+        a = np.asarray(a).astype(np.float16 if half else dt)
+        if a.shape != tuple(shape):   # a run-time size: pad to the capacity layout
+            full = np.zeros(shape, a.dtype)
+            full[tuple(slice(0, n) for n in a.shape)] = a
+            a = full
+        a = np.ascontiguousarray(a)
         cl.enqueue_copy(self.queue, self._storage(pl.storage), a, dst_offset=pl.offset)
 
     def _host(self, st: HostStep) -> None:
@@ -133,9 +169,27 @@ class OpenCLModel:
                 outs = n.opdef.reference(n, args)
             for v, a in zip(n.outputs, outs):
                 vals[id(v)] = np.asarray(a)
+                self._learn_dims(v, vals[id(v)].shape)
         for v in st.block.outputs:
             if id(v) in st.names:
                 self._write(st.names[id(v)], vals[id(v)])
+
+    def _learn_dims(self, v, actual) -> None:
+        """Run-time sizes decided by a host step: remembered, and handed to later kernels."""
+        import sympy
+        changed = False
+        for d, n in zip(v.shape, actual):
+            if not isinstance(d, (int, np.integer)):
+                e = sympy.sympify(d)
+                if isinstance(e, sympy.Symbol) and self.dynv.get(str(e)) != int(n):
+                    self.dynv[str(e)] = int(n)
+                    changed = True
+        if changed:
+            for item in self.launch:
+                if not isinstance(item, HostStep) and item[0].syms:
+                    st, k = item[0], item[1]
+                    for j, s in enumerate(st.syms):
+                        k.set_arg(len(st.storages) + j, np.int64(self.dynv[self.prog.dyn[s][0]]))
 
     # ------------------------------------------------------------------ run
     def check_feeds(self, feeds: dict) -> list[np.ndarray]:
@@ -182,8 +236,7 @@ class OpenCLModel:
         result = {}
         outs = []
         for j, v in enumerate(self.prog.outputs):
-            a = np.empty(tuple(int(d) for d in v.shape), v.dtype)
-            outs.append(a)
+            outs.append(np.empty(self._capacity(v), v.dtype))
         for j, a in enumerate(outs):
             if a.nbytes and not any(t[0] == j for t in self.prog.tail):
                 cl.enqueue_copy(q, a, self.outs[j], is_blocking=False)
@@ -193,6 +246,9 @@ class OpenCLModel:
         for j, kind, src in self.prog.tail:
             outs[j][...] = outs[src] if kind == "output" else src if kind == "const" else arrays[src]
         for v, a in zip(self.prog.outputs, outs):
+            actual = self._actual(v.shape)
+            if actual != a.shape:
+                a = np.ascontiguousarray(a[tuple(slice(0, n) for n in actual)])
             result.setdefault(v.name, a)
         return result
 

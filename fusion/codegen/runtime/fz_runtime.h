@@ -219,6 +219,10 @@ static void fz_compact(const void *src, void *dst, int64_t elem, int rank, const
         T r = 1; if (b < 0) return (a == 1) ? 1 : 0;                                      \
         while (b) { if (b & 1) r = (T)(r * a); a = (T)(a * a); b >>= 1; } return r; }     \
     static inline T fz_abs_##S(T a) { return a < 0 ? (T)-a : a; }                         \
+    static inline T fz_shl_##S(T a, T b) {                                                \
+        return (b < 0 || (uint64_t)b >= 8 * sizeof(T)) ? (T)0 : (T)(a << b); }            \
+    static inline T fz_shr_##S(T a, T b) {                                                \
+        return (b < 0 || (uint64_t)b >= 8 * sizeof(T)) ? (T)0 : (T)(a >> b); }            \
     static inline T fz_f2##S(double x) { return x != x ? (T)0 : (T)x; }
 
 FZ_INT_HELPERS(i8, int8_t)
