@@ -67,9 +67,10 @@ def get_executor(name: str) -> Executor:
 class FusionRep(BackendRep):
     """A prepared model. fusion compiles for static shapes, so a model with
     open dimensions is imported again per distinct input shape, and a model
-    whose shapes depend on the values of small integer inputs (axes, pads,
-    shape tensors fed at run time) is imported again per distinct value of
-    those inputs, with them bound as constants."""
+    whose shapes depend on the values of small inputs fed at run time (axes,
+    pads, shape tensors, Resize scales: integer inputs up to 4096 elements,
+    any input up to 16) is imported again per distinct value of those inputs,
+    with them bound as constants. Graphs are cached per shape/value key."""
 
     def __init__(self, model: onnx.ModelProto, executor: str = "interpreter"):
         import fusion
@@ -106,7 +107,7 @@ class FusionRep(BackendRep):
             except FusionError as e:
                 if not _value_dependent(e):
                     raise
-        # Bind small integer inputs as constants (their values decide shapes).
+        # Bind small inputs as constants (their values decide shapes).
         bound = {k: feeds[k] for k in self.input_names
                  if k in feeds and (feeds[k].dtype.kind in "iub" and feeds[k].size <= 4096 or feeds[k].size <= 16)}
         vkey = key + tuple((k, v.dtype.str, v.shape, v.tobytes()) for k, v in sorted(bound.items()))

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "fusion.zoo.cli",       # zoo
     "fusion.rewrite.cli",   # rewrite, rules
     "fusion.plan.cli",      # plan, profile
+    "fusion.passes",        # passes
     "fusion.codegen.cli",   # compile, run, bench, eval, targets
     "fusion.fuzz.cli",      # fuzz
 ]

@@ -73,9 +73,6 @@ KNOWN_FAILURES = {
     "test_affine_grid_2d_expanded": "Split",
     "test_affine_grid_3d_align_corners_expanded": "Split",
     "test_affine_grid_3d_expanded": "Split",
-    # TreeEnsemble
-    "test_ai_onnx_ml_tree_ensemble_set_membership": "TreeEnsemble",
-    "test_ai_onnx_ml_tree_ensemble_single_tree": "TreeEnsemble",
 }
 
 

@@ -347,3 +347,10 @@ def test_conv_transpose(attrs):
     m = model([h.make_node("ConvTranspose", ["x", "w", "b"], ["c"], **attrs), h.make_node("Relu", ["c"], ["z"])],
               [("x", F, [1, 4, 5, 6])], [("z", F)], [const("w", W(4, 3, 3, 3)), const("b", W(3 * attrs.get("group", 1)))])
     check(m)
+
+
+def test_float16_tensors():
+    m = model([h.make_node("Mul", ["x", "y"], ["a"]), h.make_node("Softmax", ["a"], ["z"], axis=-1)],
+              [("x", T.FLOAT16, [3, 16]), ("y", T.FLOAT16, [3, 16])], [("z", T.FLOAT16)])
+    mod = check(m)
+    assert mod.outputs[0].dtype == "float16"

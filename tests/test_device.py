@@ -106,3 +106,27 @@ def test_missing_tool_names_the_package(monkeypatch):
     monkeypatch.setenv("CC", "no-such-compiler-xyz")
     with pytest.raises(ToolchainError, match="apt-get install"):
         find_tool("cc", "CC")
+
+
+@pytest.mark.skipif(shutil.which("clang") is None or shutil.which("ld.lld") is None, reason="clang/lld not installed")
+def test_compiled_model_for_android_api24_links_only_bionic(tmp_path):
+    """A real compiled model (matmul + softmax + erf), built for Android API 24:
+    every imported function must exist in bionic at that level."""
+    import onnx
+    from onnx import TensorProto, helper
+    from fusion.cli import main
+    from fusion.device import cross
+    w = helper.make_tensor("w", TensorProto.FLOAT, [8, 8], list(np.linspace(-1, 1, 64)))
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Erf", ["m"], ["e"]),
+         helper.make_node("Softmax", ["e"], ["y"], axis=-1)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])], [w])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert main(["compile", str(path), "--target", "android-arm64", "-o", str(tmp_path / "out")]) == 0
+    info = cross.elf_info(str(tmp_path / "out" / "libmodel.so"))
+    allowed = set(" ".join(cross.android_symbols(24).values()).split())
+    assert set(info["imported"]) <= allowed, set(info["imported"]) - allowed
+    assert info["soname"] == "libmodel.so" and set(info["needed"]) <= {"libc.so", "libm.so", "libdl.so"}
+    assert all(s.startswith("model_") for s in info["exported"])

@@ -350,3 +350,11 @@ def test_data_dependent_size_after_host_step():
         assert rows[0] == rows[2] > rows[1] == 1
     finally:
         mod.close()
+
+
+def test_outputs_no_kernel_writes():
+    """A graph output that is an input, or the same value twice: copied at the end."""
+    m = model([h.make_node("Relu", ["x"], ["z"]), h.make_node("Identity", ["z"], ["z2"])],
+              [("x", F, [3, 4])], [("z", F), ("x", F), ("z2", F)])
+    mod = check(m)
+    assert mod.kernel_count == 1

@@ -67,7 +67,12 @@ def compile(model, target: str | Target = "host", threads: int | None = None, *,
     art = em.emit(progress=progress)
     t_gen = time.perf_counter()
     from fusion.toolchain import source_digest
-    key = source_digest(art.c_source, art.weights[:64], "profile" if profile else "", " ".join(cflags or []))
+    from fusion.codegen.build import RUNTIME_DIR
+    with open(os.path.join(RUNTIME_DIR, "fz_runtime.h")) as f:
+        runtime = f.read()
+    # Everything the library depends on: its source, weights, runtime header, flags, target.
+    key = source_digest(art.c_source, art.weights[:64], runtime, "profile" if profile else "",
+                        " ".join(cflags or []), t.name, *[open(x).read() for x in art.extra_sources])
     explicit = out_dir is not None
     if not explicit:
         out_dir = os.path.join(os.path.dirname(cache_dir()), "models", key)

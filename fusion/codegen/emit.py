@@ -127,6 +127,11 @@ class ModelEmitter:
     def nbytes(self, v: Value) -> int:
         return int(np.prod(self.shape_of(v))) * v.dtype.itemsize if v.shape else v.dtype.itemsize
 
+    def half_ok(self) -> bool:
+        """float16 is stored as C _Float16 (GCC >= 12 / Clang on x86-64 and
+        AArch64); each op computes in float and rounds, as numpy does."""
+        return self.target.arch in ("x86_64", "aarch64")
+
     def use_opaque(self, mod) -> None:
         from fusion.codegen.opaque_calls import sources
         if not self.extra_sources:
@@ -183,7 +188,7 @@ class ModelEmitter:
             return None
         a = np.asarray(a)
         dt = a.dtype.name
-        if dt not in C_TYPES or dt == "float16":
+        if dt not in C_TYPES:
             return None
         x = a.reshape(-1)[0]
         return E.Const(bool(x) if dt == "bool" else x.item(), dt)
@@ -292,7 +297,7 @@ class ModelEmitter:
                                          f"--shape {v.name}=" + "x".join(str(d) if isinstance(d, int) else "N"
                                                                          for d in v.shape))
         for v in g.inputs + g.outputs:
-            if v.dtype.name not in C_TYPES or v.dtype.name == "float16":
+            if v.dtype.name not in C_TYPES or (v.dtype.name == "float16" and not self.half_ok()):
                 raise UnsupportedOpError(f"{'input' if v in g.inputs else 'output'} '{v.name}' has element type "
                                          f"{v.dtype.name}, which the C backend does not support")
         fns: list[tuple[Block, Function]] = []
@@ -573,8 +578,13 @@ void *model_create(const char *weights_path) {
         fclose(f); return NULL;
     }
     struct fz_model *c = (struct fz_model *)calloc(1, sizeof *c);
-    c->weights = (char *)aligned_alloc(64, ((size_t)FZ_WEIGHTS_BYTES + 63) / 64 * 64);
-    c->arena = (char *)aligned_alloc(64, ((size_t)FZ_ARENA_BYTES + 63) / 64 * 64);
+    /* posix_memalign, not aligned_alloc: Android has the latter only from API 28 */
+    void *w_ = NULL, *a_ = NULL;
+    if (!c || posix_memalign(&w_, 64, ((size_t)FZ_WEIGHTS_BYTES + 63) / 64 * 64 + 64)) w_ = NULL;
+    if (!c || posix_memalign(&a_, 64, ((size_t)FZ_ARENA_BYTES + 63) / 64 * 64 + 64)) a_ = NULL;
+    if (!c) { free(w_); free(a_); snprintf(fz_error, sizeof fz_error, "out of memory"); fclose(f); return NULL; }
+    c->weights = (char *)w_;
+    c->arena = (char *)a_;
     if (!c->weights || !c->arena || fread(c->weights, 1, (size_t)size, f) != (size_t)size) {
         snprintf(fz_error, sizeof fz_error, "cannot read weights file '%s'", weights_path);
         fclose(f); free(c->weights); free(c->arena); free(c); return NULL;

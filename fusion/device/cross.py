@@ -25,7 +25,7 @@ from fusion.toolchain import BuildResult, find_tool, run_build
 # Functions a generated model may import, by the Android system library that
 # exports them. Anything else fails the link (see module doc).
 ANDROID_LIBS = {
-    "libc.so": """malloc calloc realloc free posix_memalign aligned_alloc memalign memcpy memmove memset memcmp
+    "libc.so": """malloc calloc realloc free posix_memalign memalign memcpy memmove memset memcmp
         strlen strcmp strncmp strcpy strncpy strchr strrchr strstr strdup strerror snprintf vsnprintf sprintf
         fopen fclose fread fwrite fseek ftell fflush fprintf fputs puts printf abort exit atexit qsort bsearch
         getenv strtol strtoll strtoul strtod atoi sysconf clock_gettime nanosleep usleep sched_yield
@@ -43,6 +43,17 @@ ANDROID_LIBS = {
         remainderf remainder copysignf copysign frexpf frexp ldexpf ldexp modff modf""",
     "libdl.so": "dlopen dlsym dlclose dlerror",
 }
+
+# Functions bionic added after API 21, by the API level that introduced them.
+ANDROID_LATER = {"aligned_alloc": 28}
+
+
+def android_symbols(api_level: int) -> dict[str, str]:
+    libs = dict(ANDROID_LIBS)
+    extra = [n for n, api in ANDROID_LATER.items() if api_level >= api]
+    libs["libc.so"] = libs["libc.so"] + " " + " ".join(extra)
+    return libs
+
 
 COMMON_FLAGS = ["-O3", "-fPIC", "-std=gnu11", "-ffp-contract=fast", "-fno-math-errno"]
 
@@ -65,14 +76,15 @@ def _cpu_flags(t: Target, compiler: str) -> list[str]:
 def android_stub_dir(api_level: int) -> str:
     """Build (once) stub libc.so/libm.so/libdl.so with Android's SONAMEs."""
     from fusion.toolchain import source_digest
-    key = source_digest(repr(sorted(ANDROID_LIBS.items())), str(api_level))
+    libs = android_symbols(api_level)
+    key = source_digest(repr(sorted(libs.items())), str(api_level))
     base = os.path.join(os.environ.get("FUSION_CACHE", os.path.join(tempfile.gettempdir(), "fusion-cache")),
                         f"android-stubs-{key}")
     if os.path.exists(os.path.join(base, "done")):
         return base
     os.makedirs(base, exist_ok=True)
     clang = find_tool("clang")
-    for lib, names in ANDROID_LIBS.items():
+    for lib, names in libs.items():
         src = os.path.join(base, lib + ".c")
         with open(src, "w") as f:
             for n in names.split():
@@ -96,7 +108,7 @@ def compile_shared(sources: list[str], out_path: str, t: Target, extra_flags=Non
                                  "install them: apt-get install libc6-dev-arm64-cross (or run ./setup.sh)")
         cmd = [clang, f"--target=aarch64-linux-android{t.api_level or 24}", *COMMON_FLAGS, *_cpu_flags(t, "clang"),
                "-U_FORTIFY_SOURCE", "-D_FORTIFY_SOURCE=0", "-fno-stack-protector", "-mno-outline-atomics",
-               "-D__ANDROID_API__=%d" % (t.api_level or 24), "-DFZ_ANDROID=1",
+               "-DFZ_ANDROID=1",
                "-isystem", sysinc, "-nostdlib", "-shared", "-fuse-ld=lld",
                "-Wl,-soname,libmodel.so", "-Wl,-z,defs", "-Wl,-z,relro", "-Wl,-z,now", "-Wl,-z,noexecstack",
                "-Wl,-z,max-page-size=16384", "-Wl,--build-id=sha1", "-Wl,--hash-style=both", "-Wl,--as-needed",

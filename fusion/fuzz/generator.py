@@ -144,10 +144,11 @@ class _Gen:
     def to_domain(self, v: str, dom: str) -> str:
         if dom == "real":
             return v
+        # (0.05, 0.95) and (1.05, 1.95): away from the ends, where Atanh, Acosh
+        # and friends turn a last-bit difference of Sigmoid into a large one
         u = self.node("Sigmoid", [v], self.shape(v), pool=False)
-        if dom == "above1":
-            u = self.node("Add", [u, self.const(np.float32(1.0))], self.shape(v), pool=False)
-        return u
+        u = self.node("Mul", [u, self.const(np.float32(0.9))], self.shape(v), pool=False)
+        return self.node("Add", [u, self.const(np.float32(0.05 if dom == "unit" else 1.05))], self.shape(v), pool=False)
 
     # -- actions --------------------------------------------------------------
     def unary(self):
@@ -353,9 +354,59 @@ class _Gen:
             b = self.const(self.rng.standard_normal(sa).astype(np.float32))
         self.node("Where", [cond, a, b], sa)
 
+    def shuffle4(self):
+        """DepthToSpace / SpaceToDepth (Shuffle) on a rank-4 value."""
+        a = self.pick(rank=(4,))
+        if a is None:
+            return
+        n, c, h, w = self.shape(a)
+        if c % 4 == 0 and table_has("DepthToSpace") and self.rng.random() < 0.5:
+            mode = str(self.rng.choice(["DCR", "CRD"]))
+            self.node("DepthToSpace", [a], (n, c // 4, h * 2, w * 2), {"blocksize": 2, "mode": mode})
+        elif h % 2 == 0 and w % 2 == 0 and table_has("SpaceToDepth"):
+            self.node("SpaceToDepth", [a], (n, c * 4, h // 2, w // 2), {"blocksize": 2})
+
+    def pad_split(self):
+        a = self.pick()
+        sa = self.shape(a)
+        r = self.rng.random()
+        if r < 0.4 and table_has("Pad"):
+            mode = str(self.rng.choice(["constant", "reflect", "edge"]))
+            # begins then ends; reflect needs a dim longer than its pad
+            pads = [int(self.rng.integers(0, 2)) if (mode != "reflect" or d > 1) else 0 for d in sa + sa]
+            out = tuple(d + pads[i] + pads[i + len(sa)] for i, d in enumerate(sa))
+            ins = [a, self.const(np.array(pads, np.int64))]
+            if mode == "constant":
+                ins.append(self.const(np.float32(self.rng.standard_normal())))
+            self.node("Pad", ins, out, {"mode": mode})
+        elif r < 0.7 and table_has("Split"):
+            ax = int(self.rng.integers(len(sa)))
+            if sa[ax] < 2:
+                return
+            first = int(self.rng.integers(1, sa[ax]))
+            outs = [self.name("v"), self.name("v")]
+            self.s.nodes.append(NodeSpec("Split", [a, self.const(np.array([first, sa[ax] - first], np.int64))],
+                                         outs, {"axis": ax}))
+            for o, d in zip(outs, (first, sa[ax] - first)):
+                sh = list(sa)
+                sh[ax] = d
+                self.s.shapes[o] = tuple(sh)
+                self.pool.append(o)
+        elif r < 0.85 and table_has("CumSum"):
+            ax = int(self.rng.integers(len(sa)))
+            self.node("CumSum", [a, self.const(np.array(ax, np.int64))], sa,
+                      {"exclusive": int(self.rng.integers(0, 2)), "reverse": int(self.rng.integers(0, 2))})
+        elif 1 in sa and table_has("Squeeze") and len(sa) > 1:
+            ax = [i for i, d in enumerate(sa) if d == 1][:1]
+            self.node("Squeeze", [a, self.const(np.array(ax, np.int64))], tuple(d for i, d in enumerate(sa) if i not in ax))
+        elif table_has("Trilu") and len(sa) >= 2:
+            self.node("Trilu", [a, self.const(np.array(int(self.rng.integers(-1, 2)), np.int64))], sa,
+                      {"upper": int(self.rng.integers(0, 2))})
+
 
 ACTIONS = [("unary", 4), ("binary", 4), ("matmul", 2), ("reduce", 1.5), ("softmax", 1), ("conv_or_pool", 1.5),
-           ("reshape", 2), ("transpose", 2), ("slice_concat", 1.5), ("o2m", 1.5), ("norm", 1), ("where", 0.5)]
+           ("reshape", 2), ("transpose", 2), ("slice_concat", 1.5), ("o2m", 1.5), ("norm", 1), ("where", 0.5),
+           ("shuffle4", 1), ("pad_split", 1.5)]
 
 
 def generate(seed: int, max_nodes: int = 8) -> GraphSpec:

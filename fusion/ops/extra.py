@@ -2061,3 +2061,69 @@ def _tfidf_infer(node):
 
 _schema_op("TfIdfVectorizer", mapping=Mapping.OPAQUE, infer=_tfidf_infer, reference=_tfidf_ref,
            flops=lambda node: _n(node.inputs[0].shape) * node.attrs["max_gram_length"], category="text")
+
+
+# ---------------------------------------------------------------------------
+# ai.onnx.ml TreeEnsemble (v5): opaque, each row walks data-dependent paths.
+
+def _tree_ensemble_ref(node, a):
+    X = a[0]
+    at = node.attrs
+    modes = np.asarray(at["nodes_modes"]).reshape(-1).astype(int)
+    splits = np.asarray(at["nodes_splits"]).reshape(-1).astype(np.float64)
+    feat, tnode, fnode = at["nodes_featureids"], at["nodes_truenodeids"], at["nodes_falsenodeids"]
+    tleaf, fleaf = at["nodes_trueleafs"], at["nodes_falseleafs"]
+    missing = at.get("nodes_missing_value_tracks_true") or [0] * len(modes)
+    weights = np.asarray(at["leaf_weights"]).reshape(-1).astype(np.float64)
+    targets = at["leaf_targetids"]
+    n_targets = at.get("n_targets") or (max(targets) + 1)
+    # Set membership (mode 6): the values of each MEMBER node, in node order, NaN-separated.
+    members, vals = {}, list(np.asarray(at.get("membership_values") if at.get("membership_values") is not None
+                                        else []).reshape(-1))
+    for i in np.nonzero(modes == 6)[0]:
+        s = set()
+        while vals:
+            v = vals.pop(0)
+            if np.isnan(v):
+                break
+            s.add(float(v))
+        members[int(i)] = s
+    cmp = {0: np.less_equal, 1: np.less, 2: np.greater_equal, 3: np.greater, 4: np.equal, 5: np.not_equal}
+    agg = at.get("aggregate_function", 1)
+    init = {0: 0.0, 1: 0.0, 2: np.inf, 3: -np.inf}[agg]
+    out = np.full((X.shape[0], n_targets), init)
+    for r, row in enumerate(X.astype(np.float64)):
+        for root in at["tree_roots"]:
+            i = root
+            while True:
+                v = row[feat[i]]
+                go = (float(v) in members[i]) if modes[i] == 6 else bool(cmp[modes[i]](v, splits[i]))
+                go = go or (bool(missing[i]) and np.isnan(v))
+                nxt, leaf = (tnode[i], tleaf[i]) if go else (fnode[i], fleaf[i])
+                if leaf:
+                    w, t = weights[nxt], targets[nxt]
+                    if agg == 1:
+                        out[r, t] += w
+                    elif agg == 0:
+                        out[r, t] += w / len(at["tree_roots"])
+                    elif agg == 2:
+                        out[r, t] = min(out[r, t], w)
+                    else:
+                        out[r, t] = max(out[r, t], w)
+                    break
+                i = nxt
+    if at.get("post_transform", 0):
+        from fusion.errors import UnsupportedOpError
+        raise UnsupportedOpError(f"{node.label()}: TreeEnsemble post_transform={at['post_transform']} is not supported")
+    return [out.astype(X.dtype)]
+
+
+def _tree_ensemble_infer(node):
+    at = node.attrs
+    n_targets = at.get("n_targets") or (max(at["leaf_targetids"]) + 1)
+    return [(node.inputs[0].dtype, (node.inputs[0].shape[0], n_targets))]
+
+
+_schema_op("TreeEnsemble", domain=_ML, mapping=Mapping.OPAQUE, infer=_tree_ensemble_infer,
+           reference=_tree_ensemble_ref, flops=lambda node: _n(node.inputs[0].shape[:1]) * len(node.attrs["tree_roots"]) * 8,
+           category="ml")

@@ -5,7 +5,7 @@ import numpy as np
 
 from fusion.errors import FusionError
 from fusion.ir import expr as E
-from fusion.ops.table import AttrSpec, Mapping, OpDef, const_input, register
+from fusion.ops.table import Algebra, AttrSpec, Mapping, OpDef, const_input, register
 
 
 def _dropout_normalize(node, graph, opset):
@@ -30,6 +30,6 @@ register(OpDef(
     mapping=Mapping.O2O, infer=_dropout_infer,
     reference=lambda node, a: [a[0].copy(), np.ones(a[0].shape, np.bool_)][:len(node.outputs)],
     lower=lambda node, out, read, k=0: read(0, list(out)) if k == 0 else E.Const(True),
-    normalize=_dropout_normalize, export_opset=12, category="nn",
+    normalize=_dropout_normalize, export_opset=12, category="nn", algebra=Algebra(idempotent=True),
     doc="Inference: the identity; the mask is all true.",
 ))

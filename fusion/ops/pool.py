@@ -6,7 +6,7 @@ import numpy as np
 
 from fusion.errors import ShapeError
 from fusion.ir import expr as E
-from fusion.ops.table import REQUIRED, AttrSpec, Mapping, OpDef, prod, register
+from fusion.ops.table import REQUIRED, Algebra, AttrSpec, Mapping, OpDef, prod, register
 
 
 def pool_geometry(node):
@@ -232,5 +232,6 @@ def _global(kind):
 for _name, _kind in (("GlobalAveragePool", "avg"), ("GlobalMaxPool", "max")):
     _i, _r, _l = _global(_kind)
     register(OpDef(_name, inputs=("X",), outputs=("Y",), infer=_i,
+                   algebra=Algebra(idempotent=True),   # a second pool sees [N, C, 1, ...]: a copy
                    mapping=lambda node: Mapping.M2M if int(prod(node.inputs[0].shape[2:])) > 1 else Mapping.O2O, reference=_r, lower=_l,
                    category="pool", flops=lambda node: int(prod(node.inputs[0].shape))))

@@ -138,7 +138,7 @@ def calibrate(stored: onnx.ModelProto, zoo_name: str, feeds: dict, *, log=None) 
     # Whole-model passes first: where normalization separates the layers (transformers,
     # BatchNorm nets) every layer settles at once. Then, if some are still off by more
     # than JACOBI_TOLERANCE, the sequential (exact, one pass per depth) sweep.
-    done = False
+    done, last = False, math.inf
     for k in range(JACOBI_PASSES):
         try:
             worst = measure(list(uses))
@@ -151,6 +151,9 @@ def calibrate(stored: onnx.ModelProto, zoo_name: str, feeds: dict, *, log=None) 
         if worst < math.log(JACOBI_TOLERANCE):
             done = True
             break
+        if worst > last:  # diverging (unnormalized stacks such as MobileBERT's NoNorm): sweep instead
+            break
+        last = worst
     for d in ([] if done else sorted(groups)):
         try:
             worst = measure(groups[d])

@@ -222,7 +222,7 @@ static void fz_compact(const void *src, void *dst, int64_t elem, int rank, const
     static inline T fz_shl_##S(T a, T b) {                                                \
         return (b < 0 || (uint64_t)b >= 8 * sizeof(T)) ? (T)0 : (T)(a << b); }            \
     static inline T fz_shr_##S(T a, T b) {                                                \
-        return (b < 0 || (uint64_t)b >= 8 * sizeof(T)) ? (T)0 : (T)(a >> b); }            \
+        return (b < 0 || (uint64_t)b >= 8 * sizeof(T)) ? (T)(a < 0 ? -1 : 0) : (T)(a >> b); } \
     static inline T fz_f2##S(double x) { return x != x ? (T)0 : (T)x; }
 
 FZ_INT_HELPERS(i8, int8_t)
