@@ -144,12 +144,19 @@ def run_blocks_reference(plan, feeds: dict) -> dict:
 # The pipeline
 
 def _expected(model, graph: Graph, feeds: dict):
-    """onnxruntime on the model as given (the file itself when there is one)."""
+    """onnxruntime on the model as given (the ONNX file or ModelProto itself,
+    so that a wrong import shows), or on the Graph when given one."""
+    import onnx
     from fusion.oracle import run_onnxruntime
     from fusion.rewrite.check import _ort
-    if isinstance(model, str) and os.path.isfile(model):
+    if isinstance(model, str) and model.startswith("zoo:"):
+        from fusion import zoo
+        model = zoo.resolve(model)
+    if isinstance(model, (str, os.PathLike)) and os.path.isfile(model):
         return run_onnxruntime(model, feeds), "the original ONNX file"
-    return _ort(graph, feeds), "the imported graph"
+    if isinstance(model, onnx.ModelProto):
+        return run_onnxruntime(model, feeds), "the original ONNX model"
+    return _ort(graph, feeds), "the graph as given"
 
 
 def _graph_outputs(graph: Graph, values: dict) -> dict:
@@ -166,6 +173,9 @@ def run_pipeline(model, *, target: str = "host", check: bool = False, seed: int 
     on_pass(PassResult) is called as each pass finishes (progress lines)."""
     import fusion
     from fusion.oracle import compare
+    from fusion.targets import get_target
+    if get_target(target).name != "host" and check:  # get_target also rejects unknown names up front
+        raise FusionError(f"--check runs the compiled model on this machine: use --target host, not '{target}'")
     res = PipelineResult(dump_dir=dump)
     dumper = _Dumper(dump)
 
@@ -185,9 +195,6 @@ def run_pipeline(model, *, target: str = "host", check: bool = False, seed: int 
     feeds = expected = None
     if check:
         from fusion.oracle import random_inputs
-        from fusion.targets import get_target
-        if get_target(target).name != "host":
-            raise FusionError(f"--check runs the compiled model on this machine: use --target host, not '{target}'")
         feeds = random_inputs(g, seed=seed)
         expected, source = _expected(model, g, feeds)
         from fusion.rewrite.check import _ort
@@ -198,7 +205,7 @@ def run_pipeline(model, *, target: str = "host", check: bool = False, seed: int 
 
     # -- rewrite: the rewriter's own pass list, one row per pass run
     from fusion.rewrite import run_passes
-    rw_check = {}
+    rw_check, rw_culprit = {}, None
     if check and res.ok:
         # fusion.rewrite.check runs the same passes with the oracle after each and
         # bisects a bad algebra pass to its rule application: reuse it.
@@ -206,7 +213,8 @@ def run_pipeline(model, *, target: str = "host", check: bool = False, seed: int 
         cr = check_rewrite(g, strict_fp=strict_fp, feeds=feeds, rules=rules)
         rw_check = {s.name: s for s in cr.steps}
         rw_culprit = cr.culprit
-    g0 = g
+        if cr.noise:
+            rw_culprit = f"{cr.culprit or 'the pass as a whole'} (note: {cr.noise})"
     g = g.copy()
 
     def after(run, gg):
@@ -220,7 +228,6 @@ def run_pipeline(model, *, target: str = "host", check: bool = False, seed: int 
             dumper.graph(run.name, gg)
         record(p)
     run_passes(g, strict_fp=strict_fp, rules=rules, on_pass=after)
-    del g0
 
     # -- plan
     t = time.perf_counter()
@@ -236,7 +243,8 @@ def run_pipeline(model, *, target: str = "host", check: bool = False, seed: int 
             verify_plan(plan)
             block_values = run_blocks_reference(plan, feeds)
             rep = compare(_graph_outputs(g, block_values), expected)
-            p.ok, p.max_abs_err, p.detail = rep.ok, rep.max_abs_err, "" if rep.ok else str(rep)
+            p.ok, p.max_abs_err = rep.ok, rep.max_abs_err
+            p.detail = "" if rep.ok else f"interpreter run block by block in plan order vs onnxruntime: {rep}"
         except FusionError as e:
             p.ok, p.max_abs_err, p.detail = False, float("inf"), str(e)
         p.checked = True
@@ -333,7 +341,7 @@ def cmd_passes(args) -> int:
                 if bad.detail:
                     print("  " + bad.detail.replace("\n", "\n  "))
                 if res.culprit:
-                    print(f"  culprit: {res.culprit}")
+                    print("  culprit: " + res.culprit.replace("\n", "\n  "))
         if args.dump:
             print(f"wrote {args.dump}")
     return 0 if res.ok else 1

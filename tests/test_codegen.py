@@ -354,3 +354,10 @@ def test_float16_tensors():
               [("x", T.FLOAT16, [3, 16]), ("y", T.FLOAT16, [3, 16])], [("z", T.FLOAT16)])
     mod = check(m)
     assert mod.outputs[0].dtype == "float16"
+
+
+def test_epilogue_concat_with_other_inputs_keeps_every_piece():
+    # the anchor fills only its own piece of a Concat: the kernel epilogue must not be used alone
+    m = model([h.make_node("Conv", ["x", "w"], ["c"]), h.make_node("Concat", ["y", "c"], ["z"], axis=1)],
+              [("x", F, [1, 3, 6, 6]), ("y", F, [1, 2, 6, 6])], [("z", F)], [const("w", W(4, 3, 1, 1))])
+    check(m)

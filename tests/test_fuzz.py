@@ -93,12 +93,17 @@ def test_a_crash_is_caught_and_blamed_on_each_graph(monkeypatch):
 
 def family(ops) -> tuple:
     """A failure's family: its first anchor op (linear, pool, reduce, norm in
-    the op table) and its last op. The shrinker cannot always reach the same
-    minimal graph (a cut that changes which kernel path is taken may make the
-    failure go away), so a known bug is matched by family, not by exact ops."""
+    the op table) and the first op after it that is not elementwise. The
+    shrinker cannot always reach the same minimal graph (a cut that changes
+    which kernel path is taken may make the failure go away), so a known bug
+    is matched by family, not by exact ops."""
     from fusion.ops import get_op
-    anchor = next((o for o in ops if getattr(get_op(o), "category", "") in ("linear", "pool", "reduce", "norm")), None)
-    return (anchor, ops[-1] if ops else None)
+    cat = lambda o: getattr(get_op(o), "category", "")  # noqa: E731
+    k = next((i for i, o in enumerate(ops) if cat(o) in ("linear", "pool", "reduce", "norm")), None)
+    if k is None:
+        return (None, tuple(ops))
+    after = next((o for o in ops[k + 1:] if cat(o) != "elementwise"), None)
+    return (ops[k], after)
 
 
 def _known_regressions() -> set[tuple]:

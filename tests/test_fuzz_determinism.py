@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import onnx
+import pytest
 
 from fusion.fuzz.generator import generate
 from fusion.fuzz.spec import merge
@@ -42,5 +43,7 @@ def test_fuzz_batch_is_deterministic(tmp_path):
     _same(*_two_fresh_builds(str(path), tmp_path))
 
 
+@pytest.mark.slow
 def test_tinybert_small_is_deterministic(tmp_path):
+    """pytest -m slow tests/test_fuzz_determinism.py (about 40 s)"""
     _same(*_two_fresh_builds("zoo:tinybert:small", tmp_path))

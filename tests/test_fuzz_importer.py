@@ -34,9 +34,12 @@ def test_a_dying_worker_is_a_finding_not_the_end(monkeypatch):
     def spawn():
         calls.append(1)
         if len(calls) == 1:   # the first worker dies on its first input
-            return subprocess.Popen([sys.executable, "-c", "import os, sys; sys.stdin.readline(); os.abort()"],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                    text=True, bufsize=1)
+            w = subprocess.Popen([sys.executable, "-c", "import os, sys; print('ready', flush=True); "
+                                  "sys.stdin.readline(); os.abort()"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 text=True, bufsize=1)
+            assert w.stdout.readline().strip() == "ready"
+            return w
         return real()
     monkeypatch.setattr(importer, "_spawn_worker", spawn)
     res = importer.fuzz(4, seed=3)

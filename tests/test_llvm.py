@@ -313,9 +313,10 @@ def test_small_int_half_and_double_dtypes():
              h.make_node("Cast", ["x"], ["u8"], to=T.UINT8), h.make_node("Max", ["u8", "sh"], ["u2"]),
              h.make_node("BitShift", ["u8", "sh"], ["bs"], direction="RIGHT"),
              h.make_node("Cast", ["x"], ["i32"], to=T.INT32), h.make_node("Div", ["i32", "d"], ["q"]),
-             h.make_node("Cast", ["x"], ["dd"], to=T.DOUBLE), h.make_node("Tanh", ["dd"], ["td"])]
+             h.make_node("Cast", ["x"], ["dd"], to=T.DOUBLE), h.make_node("Tanh", ["dd"], ["td"]),
+             h.make_node("Cast", ["td"], ["dh"], to=T.FLOAT16)]   # double -> half: a libgcc helper call
     m = model(nodes, [("x", F, [4, 9])], [("e", T.FLOAT16), ("u2", T.UINT8), ("bs", T.UINT8),
-                                           ("q", T.INT32), ("td", T.DOUBLE)],
+                                           ("q", T.INT32), ("td", T.DOUBLE), ("dh", T.FLOAT16)],
               [const("d", np.array(-3, np.int32)), const("sh", np.array(2, np.uint8))])
     check(m, {"x": (np.abs(rng.standard_normal((4, 9))) * 9).astype(np.float32)})
 

@@ -5,7 +5,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 
 from fusion.ir.builder import GraphBuilder
 from fusion.ops import get_op
@@ -15,13 +14,13 @@ F = np.float32
 
 
 def _graph():
-    # Two anchors so the plan has several blocks: MatMul -> Relu -> Add, then Softmax.
+    # Two anchors, so two blocks: MatMul -> Relu -> Add, then Softmax -> Exp.
     b = GraphBuilder("g")
     x = b.input("x", "float32", (4, 8))
     w = np.random.default_rng(1).standard_normal((8, 8)).astype(F)
     h = b.relu(b.relu(b.matmul(x, b.const(w))))
-    y = b.add(h, b.exp(x))
-    b.output(b.softmax(y, axis=1), names=["y"])
+    y = b.softmax(b.add(h, x), axis=1)
+    b.output(b.exp(y), names=["y"])
     return b.build()
 
 
@@ -45,6 +44,22 @@ def test_correct_model_passes_every_pass(tmp_path):
     assert any(f.endswith("_codegen.c") for f in files)
     plan = json.load(open(tmp_path / next(f for f in files if f.endswith("_plan.json"))))
     assert plan["blocks"] == res.passes[-1].blocks
+
+
+def test_wrong_import_is_named(tmp_path, monkeypatch):
+    import fusion
+    path = str(tmp_path / "m.onnx")
+    fusion.save(_graph(), path)
+    real = fusion.load
+
+    def bad_load(model, shapes=None, check=True):
+        g = real(model, shapes=shapes, check=check)
+        next(n for n in g.nodes if n.op == "Softmax").attrs["axis"] = 0   # an importer bug
+        return g
+    monkeypatch.setattr(fusion, "load", bad_load)
+    res = run_pipeline(path, check=True, profile_db=False)
+    assert res.first_bad == "import"
+    assert "original ONNX file" in res.passes[0].detail
 
 
 def test_wrong_rewrite_rule_is_named():
@@ -77,8 +92,10 @@ def test_broken_lowering_is_narrowed_to_its_block(monkeypatch):
     monkeypatch.setattr(od, "lower", lambda n, i, read, k: -real(n, i, read, k))
     g = _graph()
     res = run_pipeline(g, check=True, profile_db=False)
+    assert res.passes[-1].blocks >= 2
     assert res.first_bad == "codegen", res.to_json()
-    assert res.culprit.startswith("block ") and "(Exp)" in res.culprit
+    # the first block (MatMul ...) compiles right on its own: narrowing skips it
+    assert res.culprit.startswith("block ") and "(Exp)" in res.culprit and "MatMul" not in res.culprit
     # every pass before codegen still matches: the interpreter does not use `lower`
     assert all(p.ok for p in res.passes if p.checked and p.name != "codegen")
 
@@ -112,3 +129,6 @@ def test_cli(tmp_path, capsys):
     assert d["ok"] and d["passes"][-1]["name"] == "codegen"
     assert main(["passes", str(tmp_path / "missing.onnx")]) == 2
     assert "missing.onnx" in capsys.readouterr().err
+    assert main(["passes", path, "--check", "--target", "android-arm64"]) == 2
+    err = capsys.readouterr().err
+    assert "--target host" in err and "Traceback" not in err

@@ -92,6 +92,10 @@ class AnchorContext:
             guard = E.Const(True)
             if id(v) in fwd:
                 idx, guard = fwd[id(v)]
+                # Every element of v must come from some anchor element (the map is
+                # one-to-one): a Concat output also holds other inputs' pieces.
+                if _count_true(guard, avars) != int(np.prod(s)):
+                    raise _Refuse()
             elif s == s_a:
                 idx = list(avars)
             elif int(np.prod(s)) == int(np.prod(s_a)):
@@ -222,6 +226,23 @@ def _invert_read(n, k, i_src, idx_in, out):
                 return None                             # an output dim the input does not determine (broadcast)
             idx_out[q] = E.Const(0)
     return idx_out, cond
+
+
+def _count_true(guard, avars, limit: int = 1 << 22) -> int:
+    """At how many anchor positions the guard holds (-1: too many to count)."""
+    from fusion.ir.expr_eval import evaluate
+    n = int(np.prod([v.extent for v in avars])) if avars else 1
+    if isinstance(guard, E.Const):
+        return n if guard.value else 0
+    if n > limit:
+        return -1
+    grids = np.indices([v.extent for v in avars], dtype=np.int64) if avars else []
+    env = {v: grids[i] for i, v in enumerate(avars)}
+    try:
+        g = evaluate(guard, env, lambda *a: (_ for _ in ()).throw(ValueError()))
+    except (ValueError, KeyError, TypeError):
+        return -1
+    return int(np.count_nonzero(np.broadcast_to(g, grids[0].shape if avars else ())))
 
 
 def _same_index(index, avars, guard=None, limit: int = 1 << 22) -> bool:

@@ -108,9 +108,19 @@ def mutate(data: bytes, rng) -> bytes:
     return bytes(b)
 
 
+STARTUP_SECONDS = 600.0
+
+
 def _spawn_worker():
-    return subprocess.Popen([sys.executable, "-m", "fusion.fuzz.importer", "--worker"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+    w = subprocess.Popen([sys.executable, "-m", "fusion.fuzz.importer", "--worker"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+    # the hang clock starts once the worker has imported fusion (slow on a busy machine)
+    ready, _, _ = select.select([w.stdout], [], [], STARTUP_SECONDS)
+    if not ready or w.stdout.readline().strip() != "ready":
+        w.kill()
+        w.wait()
+        raise RuntimeError("the importer fuzz worker did not start")
+    return w
 
 
 def fuzz(execs: int, seed: int = 0, keep_dir: str | None = None, log=None) -> ImporterResult:
@@ -203,6 +213,8 @@ def _worker() -> None:
     import resource
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     import fusion  # noqa: F401  (import once, before the first input)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
     for line in sys.stdin:
         sys.stdout.write(json.dumps(load_verdict(line.strip())) + "\n")
         sys.stdout.flush()

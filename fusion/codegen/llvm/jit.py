@@ -23,7 +23,8 @@ _SET_THREADS = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)
 def _load_libs() -> None:
     # The generated code calls libm (expf, erff...) and pthreads; make sure the
     # JIT's symbol resolver (dlsym on the process) can see them.
-    for name in ("m", "pthread"):
+    # libgcc_s: LLVM's code calls its helpers for some conversions (__truncdfhf2: double -> half).
+    for name in ("m", "pthread", "gcc_s"):
         path = ctypes.util.find_library(name)
         if path:
             try:
@@ -55,6 +56,7 @@ class JITModel:
         mod = machine.parse(prog.ir_text, tm)
         t1 = time.perf_counter()
         machine.optimize(mod, tm)
+        _check_symbols(mod)
         t2 = time.perf_counter()
         self._engine = llvm.create_mcjit_compiler(mod, tm)
         self._engine.finalize_object()
@@ -192,6 +194,14 @@ class JITModel:
             self.close()
         except Exception:
             pass
+
+
+def _check_symbols(mod) -> None:
+    """An unresolvable call would abort the process inside MCJIT: refuse it here."""
+    for f in mod.functions:
+        if f.is_declaration and not f.name.startswith("llvm.") and llvm.address_of_symbol(f.name) is None:
+            raise FusionError(f"the LLVM JIT cannot find '{f.name}' in this process (libm, libpthread, libgcc_s); "
+                              f"install the C runtime libraries or use the C backend")
 
 
 def _dim_var(sym) -> str:
