@@ -8,6 +8,12 @@ from __future__ import annotations
 
 def compile(model, target: str = "host", threads=None, **kwargs):
     """Compile a Graph, an ONNX path, or 'zoo:NAME[:small]' into a runnable CompiledModel."""
+    from fusion.targets import Target, get_target
+    t = target if isinstance(target, Target) else get_target(target)
+    if t.kind == "gpu" and t.os != "android":
+        # GPU targets print the same loop nests as OpenCL kernels (fusion/codegen/opencl).
+        from fusion.codegen import opencl
+        return opencl.compile(model, t, **kwargs)
     from fusion.codegen.driver import compile as _compile
     return _compile(model, target=target, threads=threads, **kwargs)
 

@@ -49,7 +49,11 @@ def register(sub) -> None:
 
 
 def _common(p) -> None:
-    p.add_argument("--target", default="host", help="target (only 'host' runs here)")
+    p.add_argument("--target", default="host",
+                   help="host (default), linux-arm64 (runs under qemu), android-arm64 (build only), "
+                        "opencl (the OpenCL device present), android-arm64-gpu (build only); see `fusion targets`")
+    p.add_argument("--fp16", action="store_true", help="GPU targets: half-precision storage (and arithmetic "
+                                                        "where the device has cl_khr_fp16)")
     p.add_argument("--threads", type=int, default=None, help="threads at run time (default: one per core)")
     p.add_argument("--no-rewrite", action="store_true", help="skip fusion.rewrite (compile the graph as imported)")
 
@@ -104,7 +108,16 @@ def summary_lines(rep: dict) -> list[str]:
     return lines
 
 
+def gpu_target(args):
+    """The Target when --target names a GPU (OpenCL) target, else None."""
+    from fusion.targets import get_target
+    t = get_target(args.target)
+    return t if t.kind == "gpu" else None
+
+
 def cmd_compile(args) -> int:
+    if gpu_target(args) is not None:
+        return cmd_compile_gpu(args)
     g = load_model(args)
     out = os.path.abspath(args.output)
     mod = compile_args(args, g, out_dir=out)
@@ -130,8 +143,48 @@ def oracle_source(spec: str, graph):
     return graph
 
 
+def cmd_compile_gpu(args) -> int:
+    from fusion.codegen.opencl import android
+    g = load_model(args)
+    out = os.path.abspath(args.output)
+    lib_target = "android-arm64-gpu" if args.target == "android-arm64-gpu" else "host"
+    art = android.build(g, out, target=lib_target, fp16=args.fp16)
+    if args.json:
+        print_json(art.report)
+        return 0
+    r = art.report
+    print(f"{r['model']}: {r['nodes']} nodes -> {r['blocks']} blocks -> {r['kernels']} OpenCL kernels "
+          f"(target {r['target']}, host library for {r['library_target']}); max kernel args {r['max_kernel_args']}")
+    print(f"wrote {out}/: model.cl, fz_cl_host.c, weights.bin, libmodel.so, report.json")
+    return 0
+
+
+def cmd_run_gpu(args) -> int:
+    from fusion.codegen.opencl import tools
+    if args.target == "android-arm64-gpu":
+        from fusion.errors import FusionError
+        raise FusionError("android-arm64-gpu builds a library for a phone; it cannot run here. Use "
+                          "`fusion compile --target android-arm64-gpu -o DIR`, or --target opencl to run the same "
+                          "kernels on the OpenCL device present")
+    g = load_model(args)
+    res = tools.run_check(g, args.target, check=args.check, fp16=args.fp16, seed=args.seed)
+    if args.json:
+        print_json(res.get("check", {}) | {k: v for k, v in res.items() if k != "check"})
+    else:
+        dev = res.get("device", {})
+        print(f"{res['model']}: {res['nodes']} nodes -> {res['blocks']} blocks -> {res['kernels']} OpenCL kernels, "
+              f"{res['launches']} launches, {len(res.get('host_steps') or [])} host steps "
+              f"(device: {dev.get('name', '?') if isinstance(dev, dict) else dev})")
+        print(f"compile: {res['compile_seconds']:.2f} s; run {res['run_seconds']:.3f} s")
+        if args.check:
+            print(res["check"]["report"])
+    return 0 if not args.check or res["check"]["ok"] else 1
+
+
 def cmd_run(args) -> int:
     from fusion.oracle import compare, random_inputs, run_onnxruntime
+    if gpu_target(args) is not None:
+        return cmd_run_gpu(args)
     g = load_model(args)
     feeds = random_inputs(g, seed=args.seed)
     expected = run_onnxruntime(oracle_source(args.model, g), feeds) if args.check else None
@@ -164,6 +217,16 @@ def cmd_run(args) -> int:
 
 def cmd_bench(args) -> int:
     from fusion.codegen.bench import bench_model, format_bench
+    if gpu_target(args) is not None:
+        from fusion.codegen.opencl import tools
+        res = tools.bench(load_model(args), args.target, runs=args.runs, warmup=args.warmup,
+                          threads=args.threads or 1, fp16=args.fp16)
+        if args.json:
+            print_json(res)
+        else:
+            for k, v in res.items():
+                print(f"{k}: {v}")
+        return 0
     g = load_model(args)
     res = bench_model(args.model, g, threads=args.threads, runs=args.runs, warmup=args.warmup,
                       rewrite=not args.no_rewrite, memory=not args.no_memory, shapes=getattr(args, "shape", None))

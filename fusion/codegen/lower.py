@@ -15,7 +15,6 @@ expression language's structural hashing).
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from typing import Callable
 
@@ -248,7 +247,7 @@ def lower_block(name: str, nodes: list[Node], outputs: list[Value], *, cname, li
         roots.append((v, comp.value(v, idx)))
     sch = Scheduler()
     merged = None
-    if os.environ.get("FZ_NOMERGE") is None and not dyn_extents and len(space) >= 2 and space[-1] < 8 and \
+    if not dyn_extents and len(space) >= 2 and space[-1] < 8 and \
             reduction_vars([e for _, e in roots], sch) is None:
         # Short innermost dims (7x7 maps, [n, 4] boxes): one flat inner loop over
         # the trailing dims, long enough to vectorize.

@@ -177,6 +177,8 @@ class JITModel:
                         if key in self.program.dyn_names:
                             self._dyn[self.program.dyn_names.index(key)] = r.shape[d]
             dst = views[name]
+            if v.is_static and r.size == dst.size:
+                r = r.reshape(dst.shape)   # a reference giving [1] for a scalar
             if r.ndim != dst.ndim or any(a > c for a, c in zip(r.shape, dst.shape)):
                 raise FusionError(f"{node.label()}: {node.op} produced shape {list(r.shape)}, beyond the "
                                   f"capacity {list(dst.shape)} the model was compiled for")

@@ -555,10 +555,14 @@ class FunctionLowering:
             return b.or_(x, y)
         if op == "bitxor":
             return b.xor(x, y)
-        if op == "shl":
-            return b.shl(x, y)
-        if op == "shr":
-            return b.lshr(x, y) if is_unsigned(dt) else b.ashr(x, y)
+        if op in ("shl", "shr"):
+            # Shifting by the width or more is poison in LLVM: give 0 (sign fill for ashr).
+            w = ir.Constant(x.type, _elem(x.type).width)
+            big = b.icmp_unsigned(">=", y, w)
+            if op == "shr" and not is_unsigned(dt):
+                return b.ashr(x, b.select(big, b.sub(w, ir.Constant(x.type, 1)), y))
+            r = b.shl(x, y) if op == "shl" else b.lshr(x, y)
+            return b.select(big, ir.Constant(x.type, 0), r)
         if f:
             if op == "div":
                 return b.fdiv(x, y)
