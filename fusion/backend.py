@@ -56,7 +56,14 @@ def _compiled(graph, feeds: dict) -> dict:
 register_executor("interpreter", _interpreter)
 
 
+# Executors that register themselves when their package is imported.
+EXECUTOR_MODULES = {"compiled": "fusion.codegen", "llvm": "fusion.codegen.llvm"}
+
+
 def get_executor(name: str) -> Executor:
+    if name in EXECUTOR_MODULES and name not in EXECUTORS:
+        import importlib
+        importlib.import_module(EXECUTOR_MODULES[name])
     if name == "compiled" and EXECUTORS.get("compiled") is None:
         return _compiled
     if name not in EXECUTORS and name != "compiled":

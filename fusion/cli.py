@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "fusion.plan.cli",      # plan, profile
     "fusion.passes",        # passes
     "fusion.codegen.cli",   # compile, run, bench, eval, targets
+    "fusion.codegen.llvm.cli",  # llvm (JIT, IR/asm/object output)
     "fusion.fuzz.cli",      # fuzz
 ]
 

@@ -30,6 +30,8 @@ def register(sub) -> None:
     p.add_argument("--runs", type=int, default=20, help="timed runs of each (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     p.add_argument("--no-memory", action="store_true", help="skip measuring peak memory (two extra processes)")
+    p.add_argument("--backend", choices=["c", "llvm"], default="c",
+                   help="c (default) or llvm: the LLVM JIT beside the C backend and onnxruntime")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
@@ -217,6 +219,17 @@ def cmd_run(args) -> int:
 
 def cmd_bench(args) -> int:
     from fusion.codegen.bench import bench_model, format_bench
+    if args.backend == "llvm":
+        from fusion.codegen.llvm.bench import bench as llvm_bench
+        res = llvm_bench(args.model, threads=args.threads or 1, runs=args.runs)
+        if args.json:
+            print_json(res)
+        else:
+            print(f"{res['model']}, {res['threads']} thread(s), median of {res['runs']}: onnxruntime "
+                  f"{res['onnxruntime_ms']} ms | llvm JIT {res['llvm_ms']} ms ({'matches' if res['llvm_ok'] else 'DIFFERS'})"
+                  + (f" | C {res['c_ms']} ms ({'matches' if res['c_ok'] else 'DIFFERS'})" if 'c_ms' in res else
+                     f" | C: {res.get('c_error', '-')}"))
+        return 0
     if gpu_target(args) is not None:
         from fusion.codegen.opencl import tools
         res = tools.bench(load_model(args), args.target, runs=args.runs, warmup=args.warmup,

@@ -19,7 +19,7 @@ def register(sub) -> None:
     p = sub.add_parser("conformance", help="run the ONNX backend test suite through fusion: passed/failed/skipped "
                                            "per category, failures grouped by op")
     p.add_argument("--json", action="store_true", help="machine-readable results")
-    p.add_argument("--executor", default="interpreter", choices=["interpreter", "compiled"],
+    p.add_argument("--executor", default="interpreter", choices=["interpreter", "compiled", "llvm"],
                    help="how fusion runs each model (default: the reference interpreter)")
     p.add_argument("--category", action="append", choices=list(CATEGORIES),
                    help="suite category to run (repeatable; default: all local ones)")
