@@ -154,6 +154,10 @@ def calibrate(stored: onnx.ModelProto, zoo_name: str, feeds: dict, *, log=None) 
         if worst > last:  # diverging (unnormalized stacks such as MobileBERT's NoNorm): sweep instead
             break
         last = worst
+    if not done:  # the sweep starts from the recipes: diverged passes may have left huge scales
+        for w in uses:
+            scales[w] = 1.0
+            inits[w].CopyFrom(numpy_helper.from_array(base[w], w))
     for d in ([] if done else sorted(groups)):
         try:
             worst = measure(groups[d])
