@@ -406,9 +406,13 @@ class Graph:
             for sg in n.subgraphs():
                 sg.verify()
             check_node(n)
+            for v in n.outputs:
+                _check_size(v, n)
+        for v in self.inputs:
+            _check_size(v, None)
         for v in self.outputs:
             if id(v) not in defined and id(v) not in outer:
-                raise FusionError(f"graph output '{v.name}' is never computed")
+                raise FusionError(f"graph output {v.name!r} is never computed")
 
     def copy(self) -> "Graph":
         """A deep copy (constants shared: they are never mutated in place)."""
@@ -576,3 +580,18 @@ def _copy_graph(g: Graph, parent: Graph | None, outer: dict[int, Value]) -> Grap
         h._attach(m)
     h.outputs = [cp(v) for v in g.outputs]
     return h
+
+
+def _check_size(v, node) -> None:
+    """Element counts must fit int64 (generated index arithmetic is 64-bit)."""
+    shape = v.shape
+    if shape is None or not all(isinstance(d, (int,)) for d in shape):
+        return
+    n = 1
+    for d in shape:
+        n *= int(d)
+    if n >= 2 ** 63:
+        from fusion.errors import ShapeError
+        where = f"{node.label()}: " if node is not None else ""
+        raise ShapeError(f"{where}value {v.name!r} has shape {list(shape)}: {n} elements do not fit a 64-bit "
+                         f"index; check the model's dimensions")

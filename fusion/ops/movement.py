@@ -13,9 +13,12 @@ from fusion.ops.table import (AttrSpec, Mapping, OpDef, attr_to_input, broadcast
 def _size_class(node):
     """Expand/Tile: One-to-Many when elements are repeated, else a copy (or a reshape)."""
     x, y = node.inputs[0], node.outputs[0]
-    if int(prod(y.shape)) > int(prod(x.shape)):
-        return Mapping.O2M
-    return Mapping.O2O if tuple(x.shape) == tuple(y.shape) else Mapping.REORG
+    if tuple(x.shape) == tuple(y.shape):
+        return Mapping.O2O
+    nx, ny = prod(x.shape), prod(y.shape)
+    if not (isinstance(nx, int) and isinstance(ny, int)):
+        return Mapping.O2M   # sizes known only at run time: elements may repeat
+    return Mapping.O2M if ny > nx else Mapping.REORG
 
 
 # ---------------------------------------------------------------------------
