@@ -174,3 +174,27 @@ def random_inputs(graph, seed: int = 0) -> dict[str, np.ndarray]:
         else:
             raise FusionError(f"input '{v.name}': cannot make random data of type {v.dtype}")
     return out
+
+
+def ort_optimized_node_count(model) -> int | None:
+    """Nodes in onnxruntime's optimized model (ORT_ENABLE_ALL): the peer's own
+    fusion count. `model`: a Graph, a ModelProto or a path; None if ORT refuses it."""
+    import tempfile
+    import onnx
+    import onnxruntime as ort
+    from fusion.ir.graph import Graph
+    if isinstance(model, Graph):
+        from fusion.ir.onnx_export import to_onnx
+        model = to_onnx(model)
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else os.fspath(model)
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "opt.onnx")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.optimized_model_filepath = out
+        so.log_severity_level = 3
+        try:
+            ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+            return len(onnx.load(out, load_external_data=False).graph.node)
+        except Exception:
+            return None

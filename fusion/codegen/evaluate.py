@@ -13,7 +13,6 @@ import csv
 import math
 import os
 import sys
-import tempfile
 import time
 import traceback
 
@@ -28,20 +27,8 @@ COLUMNS = [("model", "model"), ("nodes", "nodes"), ("blocks", "blocks"), ("fusio
 
 def ort_nodes(src) -> int | None:
     """Nodes in onnxruntime's optimized model (ORT_ENABLE_ALL)."""
-    import onnx
-    import onnxruntime as ort
-    with tempfile.TemporaryDirectory() as d:
-        out = os.path.join(d, "opt.onnx")
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.optimized_model_filepath = out
-        so.log_severity_level = 3
-        try:
-            data = src.SerializeToString() if hasattr(src, "SerializeToString") else src
-            ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-            return len(onnx.load(out, load_external_data=False).graph.node)
-        except Exception:
-            return None
+    from fusion.oracle import ort_optimized_node_count
+    return ort_optimized_node_count(src)
 
 
 def eval_model(name: str, small: bool, threads: int, runs: int) -> dict:

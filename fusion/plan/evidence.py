@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 
 from fusion.errors import FusionError
@@ -30,21 +28,8 @@ DNNFUSION = {
 
 def ort_optimized_nodes(graph) -> int | None:
     """Nodes in onnxruntime's optimized model (all graph optimizations on)."""
-    import onnxruntime as ort
-    from fusion import to_onnx
-    model = to_onnx(graph)
-    with tempfile.TemporaryDirectory() as d:
-        out = os.path.join(d, "opt.onnx")
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.optimized_model_filepath = out
-        so.log_severity_level = 3
-        try:
-            ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-            import onnx
-            return len(onnx.load(out, load_external_data=False).graph.node)
-        except Exception:
-            return None
+    from fusion.oracle import ort_optimized_node_count
+    return ort_optimized_node_count(graph)
 
 
 def evaluate(name: str, small: bool, target: str, rewrite: bool = True, ort: bool = True) -> dict:
