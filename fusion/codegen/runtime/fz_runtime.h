@@ -1,7 +1,8 @@
 /* fz_runtime.h: the runtime every generated model library includes.
  *
- * - a pthread pool: fz_parallel_for(n, fn, arg) splits [0, n) into one
- *   contiguous chunk per thread; the calling thread runs the first chunk;
+ * - a pthread pool: fz_parallel_for(n, fn, arg) splits [0, n) into chunks
+ *   that the threads (the caller among them) take from a shared counter, so a
+ *   thread slowed by other work on the machine does not hold up the rest;
  *   with one thread (or when called from inside a worker) it runs inline.
  *   The thread count is a run-time setting (fz_set_threads; default: cores).
  * - typed scalar helpers the C printer uses (floor division and modulo with
@@ -36,6 +37,8 @@ static struct {
     fz_task_fn fn;
     void *arg;
     int64_t n;
+    int64_t chunk;            /* items per grab */
+    int64_t next;             /* next unclaimed item (atomic) */
     int job_threads;
     uint64_t start_gen[FZ_MAX_THREADS + 1];   /* generation when each worker was created */
 } fz_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER};
@@ -63,9 +66,14 @@ static int fz_default_threads(void) {
     return n > 0 ? (int)n : 1;
 }
 
-static void fz_chunk(int64_t n, int parts, int k, int64_t *b, int64_t *e) {
-    *b = n * k / parts;
-    *e = n * (k + 1) / parts;
+/* Run chunks of the current job until none is left. */
+static void fz_take_chunks(fz_task_fn fn, void *arg, int64_t n, int64_t chunk) {
+    for (;;) {
+        int64_t b = __atomic_fetch_add(&fz_pool.next, chunk, __ATOMIC_ACQ_REL);
+        if (b >= n) break;
+        int64_t e = b + chunk < n ? b + chunk : n;
+        fn(arg, b, e);
+    }
 }
 
 /* Workers spin briefly before sleeping: blocks follow each other within
@@ -91,14 +99,12 @@ static void *fz_worker(void *p) {
         seen = fz_pool.generation;
         fz_task_fn fn = fz_pool.fn;
         void *arg = fz_pool.arg;
-        int64_t n = fz_pool.n;
+        int64_t n = fz_pool.n, chunk = fz_pool.chunk;
         int parts = fz_pool.job_threads;
         pthread_mutex_unlock(&fz_pool.mu);
         if (stop) break;
         if (me < parts) {
-            int64_t b, e;
-            fz_chunk(n, parts, me, &b, &e);
-            if (e > b) fn(arg, b, e);
+            fz_take_chunks(fn, arg, n, chunk);
             if (__atomic_sub_fetch(&fz_pool.pending, 1, __ATOMIC_ACQ_REL) == 0) {
                 pthread_mutex_lock(&fz_pool.mu);
                 pthread_cond_signal(&fz_pool.done);
@@ -148,14 +154,16 @@ static void fz_parallel_for(int64_t n, fz_task_fn fn, void *arg) {
     }
     if (fz_pool.started < t - 1) t = fz_pool.started + 1;
     fz_pool.fn = fn; fz_pool.arg = arg; fz_pool.n = n; fz_pool.job_threads = t;
+    /* ~4 grabs per thread: enough to even out a slowed thread, few enough to keep
+     * each chunk long (kernels already split their work into a few items per core) */
+    fz_pool.chunk = n <= 4 * (int64_t)t ? 1 : (n + 4 * (int64_t)t - 1) / (4 * (int64_t)t);
+    __atomic_store_n(&fz_pool.next, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&fz_pool.pending, t - 1, __ATOMIC_RELEASE);
     __atomic_add_fetch(&fz_pool.generation, 1, __ATOMIC_ACQ_REL);
     pthread_cond_broadcast(&fz_pool.wake);
     pthread_mutex_unlock(&fz_pool.mu);
-    int64_t b, e;
-    fz_chunk(n, t, 0, &b, &e);
     fz_set_in_worker(1);
-    if (e > b) fn(arg, b, e);
+    fz_take_chunks(fn, arg, n, fz_pool.chunk);
     fz_set_in_worker(0);
     for (int i = 0; i < FZ_SPIN && __atomic_load_n(&fz_pool.pending, __ATOMIC_ACQUIRE) > 0; i++) {}
     if (__atomic_load_n(&fz_pool.pending, __ATOMIC_ACQUIRE) > 0) {
