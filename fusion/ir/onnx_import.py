@@ -474,8 +474,22 @@ def _open_dims_hint(model: onnx.ModelProto) -> str:
 # ---------------------------------------------------------------------------
 # Entry point
 
+# Control characters (from corrupted names) would split a one-line error message.
+_ESCAPE_CONTROL = {c: f"\\x{c:02x}" for c in range(32)}
+
+
 def load(model_or_path, shapes: TMapping | None = None, check: bool = True) -> Graph:
     """Import an ONNX model (path, bytes, ModelProto, or 'zoo:NAME[:small]')."""
+    try:
+        return _load(model_or_path, shapes, check)
+    except FusionError as e:
+        msg = str(e)
+        if any(ord(ch) < 32 for ch in msg):
+            raise type(e)(msg.translate(_ESCAPE_CONTROL)) from None
+        raise
+
+
+def _load(model_or_path, shapes: TMapping | None, check: bool) -> Graph:
     base_dir = None
     where = "<model>"
     if isinstance(model_or_path, onnx.ModelProto):
