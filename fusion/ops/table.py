@@ -120,7 +120,18 @@ class OpDef:
 
     def mapping_of(self, node) -> Mapping:
         m = self.mapping
-        return m(node) if callable(m) and not isinstance(m, Mapping) else m
+        if not callable(m) or isinstance(m, Mapping):
+            return m
+        try:
+            return m(node)
+        except TypeError:
+            # A per-node rule that counts elements cannot decide over sizes known only
+            # at run time (sympy symbols); One-to-Many is the conservative class there
+            # (it never fuses into a Many-to-Many consumer).
+            if any(v is not None and v.shape is not None and not all(isinstance(d, int) for d in v.shape)
+                   for v in list(node.inputs) + list(node.outputs)):
+                return Mapping.O2M
+            raise
 
     def fill_attrs(self, given: dict) -> dict:
         out = {}
