@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from fusion.errors import FusionError
-from fusion.ir.graph import Graph, Node, Value
+from fusion.ir.graph import Graph
 
 
 @dataclass
@@ -89,29 +89,8 @@ def block_subgraph(graph: Graph, block) -> tuple[Graph, dict]:
     """A standalone graph of one block: its outside inputs become graph inputs
     (constants stay constants), its outputs the graph outputs. Returns the
     graph and {id(original node): new node}."""
-    h = Graph(f"block_{block.id}", dict(graph.opset))
-    vmap: dict[int, Value] = {}
-    for v in block.inputs:
-        if v.const is not None:
-            vmap[id(v)] = h.const(v.const, v.name)
-        else:
-            w = h.add_input(v.name, v.dtype, v.shape)
-            w.known = v.known
-            vmap[id(v)] = w
-    nmap: dict[int, Node] = {}
-    for n in block.nodes:
-        outs = []
-        for v in n.outputs:
-            w = Value(v.name, v.dtype, v.shape)
-            w.known = v.known
-            vmap[id(v)] = w
-            outs.append(w)
-        m = Node(n.op, [vmap[id(v)] if v is not None else None for v in n.inputs], outs,
-                 dict(n.attrs), n.name, n.domain)
-        h._attach(m)
-        nmap[id(n)] = m
-    h.outputs = [vmap[id(v)] for v in block.outputs]
-    return h, nmap
+    from fusion.plan.types import nodes_subgraph
+    return nodes_subgraph(graph, block.nodes, block.inputs, block.outputs, f"block_{block.id}")
 
 
 def block_plan(graph: Graph, block):

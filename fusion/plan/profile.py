@@ -33,7 +33,7 @@ import numpy as np
 from fusion.errors import FusionError
 from fusion.ir.graph import Graph, Node, Value
 from fusion.ops.table import Mapping
-from fusion.plan.types import Block, Plan, block_io
+from fusion.plan.types import Block, Plan, block_io, nodes_subgraph
 from fusion.targets import Target
 
 DB_VERSION = 1
@@ -108,28 +108,7 @@ class Candidate:
         pos = {id(n): k for k, n in enumerate(self.graph.nodes)}
         nodes = sorted(self.first + self.second, key=lambda n: pos[id(n)])
         ins, outs = block_io(self.graph, nodes)
-        h = Graph(f"candidate_{self.digest()[:8]}", self.graph.opset)
-        vmap: dict[int, Value] = {}
-        for v in ins:
-            if v.const is not None:
-                vmap[id(v)] = h.const(v.const, v.name)
-            else:
-                w = h.add_input(v.name, v.dtype, v.shape)
-                w.known = v.known
-                vmap[id(v)] = w
-        nmap: dict[int, Node] = {}
-        for n in nodes:
-            outs_n = []
-            for v in n.outputs:
-                w = Value(v.name, v.dtype, v.shape)
-                w.known = v.known
-                vmap[id(v)] = w
-                outs_n.append(w)
-            m = Node(n.op, [vmap[id(v)] if v is not None else None for v in n.inputs], outs_n,
-                     dict(n.attrs), n.name, n.domain)
-            h._attach(m)
-            nmap[id(n)] = m
-        h.outputs = [vmap[id(v)] for v in outs]
+        h, nmap = nodes_subgraph(self.graph, nodes, ins, outs, f"candidate_{self.digest()[:8]}")
         return h, [nmap[id(n)] for n in self.first], [nmap[id(n)] for n in self.second]
 
 

@@ -131,6 +131,37 @@ def block_io(graph: Graph, nodes: list[Node]) -> tuple[list[Value], list[Value]]
     return list(ins.values()), outs
 
 
+def nodes_subgraph(graph: Graph, nodes: list[Node], inputs: list[Value], outputs: list[Value],
+                   name: str) -> tuple[Graph, dict[int, Node]]:
+    """A standalone graph of `nodes` (in topological order): `inputs` read from
+    outside become graph inputs (constants stay constants), `outputs` the graph
+    outputs. Returns the graph and {id(original node): new node}. Used to time a
+    fusion candidate and to check one block alone."""
+    h = Graph(name, dict(graph.opset))
+    vmap: dict[int, Value] = {}
+    for v in inputs:
+        if v.const is not None:
+            vmap[id(v)] = h.const(v.const, v.name)
+        else:
+            w = h.add_input(v.name, v.dtype, v.shape)
+            w.known = v.known
+            vmap[id(v)] = w
+    nmap: dict[int, Node] = {}
+    for n in nodes:
+        outs = []
+        for v in n.outputs:
+            w = Value(v.name, v.dtype, v.shape)
+            w.known = v.known
+            vmap[id(v)] = w
+            outs.append(w)
+        m = Node(n.op, [vmap[id(v)] if v is not None else None for v in n.inputs], outs,
+                 dict(n.attrs), n.name, n.domain)
+        h._attach(m)
+        nmap[id(n)] = m
+    h.outputs = [vmap[id(v)] for v in outputs]
+    return h, nmap
+
+
 def unfused_plan(graph: Graph, target: str = "host") -> Plan:
     """Every node its own block: the baseline, and a fallback for debugging."""
     from fusion.ops import get_op
