@@ -7,8 +7,8 @@ conformance run of the official backend test suite through it.
 
 Execution is pluggable: an executor is a function `(graph, feeds) -> {output
 name: array}`. "interpreter" runs the numpy reference interpreter;
-"compiled" is the hook the code generator fills with `register_executor`
-(until then it says so in one line).
+"compiled" (C) and "llvm" (llvmlite JIT) are the code generators, loaded on
+first use; `register_executor` adds others.
 """
 from __future__ import annotations
 
@@ -40,34 +40,22 @@ def _interpreter(graph, feeds: dict) -> dict:
     return run(graph, feeds)
 
 
-def _compiled(graph, feeds: dict) -> dict:
-    # The code generator registers the real one (register_executor("compiled", ...)) when imported.
-    try:
-        import fusion.codegen  # noqa: F401
-    except ModuleNotFoundError:
-        pass
-    fn = EXECUTORS.get("compiled")
-    if fn is None or fn is _compiled:
-        raise FusionError("executor 'compiled' is not available yet (fusion.codegen has not registered it); "
-                          "use --executor interpreter")
-    return fn(graph, feeds)
-
-
 register_executor("interpreter", _interpreter)
 
-
-# Executors that register themselves when their package is imported.
-EXECUTOR_MODULES = {"compiled": "fusion.codegen", "llvm": "fusion.codegen.llvm"}
+# The code generators' executors, loaded on first use (importing a backend costs
+# seconds; `fusion conformance` with the interpreter should not pay it).
+BUILTIN_EXECUTORS = {"compiled": ("fusion.codegen", "run_compiled"),
+                     "llvm": ("fusion.codegen.llvm", "run_jit")}
 
 
 def get_executor(name: str) -> Executor:
-    if name in EXECUTOR_MODULES and name not in EXECUTORS:
+    if name not in EXECUTORS and name in BUILTIN_EXECUTORS:
         import importlib
-        importlib.import_module(EXECUTOR_MODULES[name])
-    if name == "compiled" and EXECUTORS.get("compiled") is None:
-        return _compiled
-    if name not in EXECUTORS and name != "compiled":
-        raise FusionError(f"unknown executor '{name}'; choose one of: {', '.join(sorted(set(EXECUTORS) | {'compiled'}))}")
+        module, fn = BUILTIN_EXECUTORS[name]
+        register_executor(name, getattr(importlib.import_module(module), fn))
+    if name not in EXECUTORS:
+        raise FusionError(f"unknown executor '{name}'; choose one of: "
+                          f"{', '.join(sorted(set(EXECUTORS) | set(BUILTIN_EXECUTORS)))}")
     return EXECUTORS[name]
 
 

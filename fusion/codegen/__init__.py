@@ -29,14 +29,3 @@ def run_compiled(graph, feeds: dict) -> dict:
         return mod.run(feeds)
     finally:
         mod.close()
-
-
-def _register_backend_executor() -> None:
-    try:
-        from fusion.backend import register_executor
-    except ImportError:
-        return
-    register_executor("compiled", run_compiled)
-
-
-_register_backend_executor()

@@ -33,14 +33,3 @@ def run_jit(graph, feeds: dict) -> dict:
         return mod.run(feeds)
     finally:
         mod.close()
-
-
-def _register_backend_executor() -> None:
-    try:
-        from fusion.backend import register_executor
-    except ImportError:
-        return
-    register_executor("llvm", run_jit)
-
-
-_register_backend_executor()
