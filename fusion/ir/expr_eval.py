@@ -109,8 +109,9 @@ def evaluate(e: E.Expr, env: dict, load: Callable[[object, list[np.ndarray]], np
             for v in x.vars:
                 env.pop(v, None)
         if acc is None:  # empty reduction
-            init = {"sum": 0, "prod": 1, "max": -np.inf, "min": np.inf, "any": False, "all": True}.get(x.op, 0)
-            return np.asarray(init, dtype=_np_dtype(x.body.dtype) if x.op not in ("argmax", "argmin") else np.int64)
+            if x.op in ("argmax", "argmin"):
+                return np.asarray(0, dtype=np.int64)
+            return np.asarray(_empty_init(x.op, _np_dtype(x.body.dtype)))
         if x.op in ("argmax", "argmin"):
             return best
         return acc.astype(_np_dtype(x.dtype), copy=False)
@@ -183,3 +184,18 @@ def run_lowered(node, args: list[np.ndarray | None], k: int = 0) -> np.ndarray:
     r = evaluate(e, env, load)
     want = node.outputs[k].dtype
     return np.broadcast_to(np.asarray(r), out_shape).astype(want, copy=False)
+
+
+def _empty_init(op: str, dt: np.dtype):
+    """The identity of a reduction over nothing, in the body's dtype (an
+    integer or bool max/min has no infinity: it starts at the type's extreme)."""
+    dt = np.dtype(dt)
+    if op in ("max", "min"):
+        if dt == np.bool_:
+            return np.bool_(op == "min")
+        if np.issubdtype(dt, np.integer):
+            info = np.iinfo(dt)
+            return dt.type(info.min if op == "max" else info.max)
+        return dt.type(-np.inf if op == "max" else np.inf)
+    init = {"sum": 0, "prod": 1, "any": False, "all": True}.get(op, 0)
+    return np.asarray(init).astype(dt)

@@ -7,9 +7,6 @@ from collections import Counter
 from fusion.cliutil import Progress, add_model_arguments, load_model, print_json
 from fusion.errors import FusionError
 
-ZOO_MODELS = ["efficientnet-b0", "vgg-16", "mobilenetv1-ssd", "yolo-v4", "c3d", "s3d", "u-net", "faster-rcnn",
-              "mask-rcnn", "tinybert", "distilbert", "albert", "bert-base", "mobilebert", "gpt-2"]
-
 
 def register(sub) -> None:
     p = sub.add_parser("plan", help="which operators fuse into one kernel, and why others don't")
@@ -151,7 +148,8 @@ def _write(path: str, text: str) -> None:
 
 def cmd_prefill(args) -> int:
     import fusion
-    models = args.models or [f"zoo:{m}{':small' if args.small else ''}" for m in ZOO_MODELS]
+    from fusion.zoo import NAMES
+    models = args.models or [f"zoo:{m}{':small' if args.small else ''}" for m in NAMES]
     db = _db(args)
     start = len(db)
     prog = Progress(len(models), "prefill")
