@@ -249,3 +249,119 @@ def test_full_size_check(name):
     from fusion.zoo.check import check
     r = check(name, small=False)
     assert r.ok, (r.error, r.health, r.compare and r.compare.get("text"))
+
+
+# ---------------------------------------------------------------------------
+# near-tie decisions (fusion/zoo/pin.py): a box corner 2.9999998 in one executor
+# and 3.0000002 in the other truncates to pixel 2 or 3; that may follow
+# onnxruntime only when the inputs agree within tolerance and the op itself is right
+
+def _decision_model():
+    """t = x * s; y = Cast<int64>(t); z = Cast<float>(y) + t; k = TopK(t, 2)."""
+    X = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])
+    outs = [helper.make_tensor_value_info("y", TensorProto.INT64, [3]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [3]),
+            helper.make_tensor_value_info("kv", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("ki", TensorProto.INT64, [2])]
+    nodes = [helper.make_node("Mul", ["x", "s"], ["t"], name="scale"),
+             helper.make_node("Cast", ["t"], ["y"], name="corner", to=TensorProto.INT64),
+             helper.make_node("Cast", ["y"], ["yf"], name="back", to=TensorProto.FLOAT),
+             helper.make_node("Add", ["yf", "t"], ["z"], name="use"),
+             helper.make_node("TopK", ["t", "k"], ["kv", "ki"], name="top", axis=0),
+             helper.make_node("Shape", ["x"], ["sh"], name="shape"),
+             helper.make_node("Floor", ["t"], ["fl"], name="floor")]
+    inits = [numpy_helper.from_array(np.array([1.0], np.float32), "s"),
+             numpy_helper.from_array(np.array([2], np.int64), "k")]
+    g = helper.make_graph(nodes, "decide", [X], outs, inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+_X = np.array([0.5, 2.9999998, 2.9999995], np.float32)
+
+
+def _theirs(t):
+    """What another executor would compute from its own (slightly different) `t`."""
+    t = np.asarray(t, np.float32)
+    order = np.argsort(-t, kind="stable")[:2]
+    return {"x": _X, "t": t, "y": t.astype(np.int64), "yf": t.astype(np.int64).astype(np.float32),
+            "kv": t[order], "ki": order.astype(np.int64), "fl": np.floor(t)}
+
+
+def test_decision_nodes_are_the_discontinuous_ones():
+    from fusion.zoo.pin import decision_nodes
+    g = fusion.load(_decision_model())
+    assert sorted(n.name for n in decision_nodes(g)) == ["corner", "floor", "top"]
+
+
+def test_near_tie_decision_follows_the_other_executor():
+    from fusion.zoo.pin import pinned_reference
+    g = fusion.load(_decision_model())
+    theirs = _theirs([0.5, 3.0000002, 3.0000005])  # within float noise of ours, across the boundary
+    outs, pins, refused = pinned_reference(g, {"x": _X}, theirs)
+    assert not refused, refused
+    assert [p.node for p in pins] == ["corner", "top", "floor"]
+    corner = pins[0]
+    assert (corner.differ, corner.total) == (2, 3)
+    assert "2.9999998 -> 2" in corner.detail and "3.0000002 -> 3" in corner.detail, corner.detail
+    np.testing.assert_array_equal(outs["y"], [0, 3, 3])
+    # downstream continuous values use the pinned decision with the interpreter's own floats
+    np.testing.assert_array_equal(outs["z"], np.float32([0.5, 3 + 2.9999998, 3 + 2.9999995]))
+    # TopK: onnxruntime's order, values read from the interpreter's own input
+    np.testing.assert_array_equal(outs["ki"], theirs["ki"])
+    np.testing.assert_array_equal(outs["kv"], _X[theirs["ki"]])
+    # without a disagreement nothing is pinned
+    outs, pins, refused = pinned_reference(g, {"x": _X}, _theirs(_X))
+    assert not pins and not refused
+    np.testing.assert_array_equal(outs["y"], [0, 2, 2])
+
+
+def test_decision_is_not_pinned_when_its_inputs_really_differ():
+    from fusion.zoo.pin import pinned_reference
+    g = fusion.load(_decision_model())
+    theirs = _theirs([0.5, 3.5, 2.9999995])  # 0.5 apart: beyond float32 tolerance
+    outs, pins, refused = pinned_reference(g, {"x": _X}, theirs)
+    assert not any(p.node == "corner" for p in pins)
+    assert any("'corner'" in r and "beyond tolerance" in r for r in refused), refused
+    np.testing.assert_array_equal(outs["y"], [0, 2, 2])
+
+
+def test_decision_is_not_pinned_when_the_op_disagrees_on_the_same_inputs():
+    from fusion.zoo.pin import pinned_reference
+    g = fusion.load(_decision_model())
+    theirs = _theirs([0.5, 3.0000002, 2.9999995])
+    theirs["y"] = np.array([0, 4, 2], np.int64)  # not what Cast gives for 3.0000002: an op bug, not noise
+    outs, pins, refused = pinned_reference(g, {"x": _X}, theirs)
+    assert not any(p.node == "corner" for p in pins)
+    assert any("'corner'" in r and "own inputs" in r for r in refused), refused
+
+
+def test_decision_values_come_from_onnxruntime():
+    from fusion.zoo.pin import decision_values, pinned_reference
+    m = _decision_model()
+    g = fusion.load(m)
+    theirs = decision_values(m, g, {"x": _X})
+    assert {"t", "y", "ki", "kv", "fl"} <= set(theirs)
+    outs, pins, refused = pinned_reference(g, {"x": _X}, theirs)
+    assert not pins and not refused  # the interpreter and onnxruntime agree on this one exactly
+    assert compare(outs, run_onnxruntime(m, {"x": _X})).ok
+
+
+def test_check_reports_pins_only_when_they_make_it_pass(monkeypatch):
+    from fusion.zoo import check as zcheck, pin
+    m = _decision_model()
+    g = fusion.load(m)
+    outs = ["y", "z", "kv", "ki"]
+    for t, ok in (([0.5, 3.0000002, 3.0000005], True), ([0.5, 3.5, 2.9999995], False)):
+        theirs = _theirs(t)
+        theirs["z"] = theirs["yf"] + theirs["t"]
+        monkeypatch.setattr(pin, "decision_values", lambda *a, _t=theirs: _t)
+        ort = {k: theirs[k] for k in outs}
+        rep = compare(fusion.run_reference(g, {"x": _X}), ort)
+        assert not rep.ok
+        res = zcheck.CheckResult("decide", False)
+        final = zcheck._with_pins(res, m, g, {"x": _X}, ort, rep)
+        assert final.ok == ok, str(final)
+        if ok:
+            assert any(p.startswith("Cast 'corner'") for p in res.pinned) and not res.unpinned
+        else:
+            assert final is rep and any("beyond tolerance" in r for r in res.unpinned), res.unpinned

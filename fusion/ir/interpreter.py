@@ -6,7 +6,7 @@ in bounded memory.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -38,11 +38,16 @@ def check_feeds(g: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
 
 
 def run(g: Graph, feeds: Mapping[str, np.ndarray], *, env: dict | None = None,
-        keep: bool = False) -> dict[str, np.ndarray]:
+        keep: bool = False, hook: Callable | None = None) -> dict[str, np.ndarray]:
     """Run `g` on `feeds` -> {output name: array}. `keep` retains every value
-    (env maps id(Value) -> array) for debugging and pass-by-pass checks."""
+    (env maps id(Value) -> array) for debugging and pass-by-pass checks.
+
+    `hook(node, inputs, outputs)` is called after every node of `g` (not of its
+    control-flow bodies) and may return replacement outputs (a list) or None.
+    It lets a caller watch chosen values without keeping all of them, and pin
+    a decision (an index, an integer cast) to another executor's value."""
     feeds = check_feeds(g, feeds) if g.parent is None else dict(feeds)
-    return _run(g, [feeds[v.name] for v in g.inputs], env if env is not None else {}, keep)
+    return _run(g, [feeds[v.name] for v in g.inputs], env if env is not None else {}, keep, hook)
 
 
 def run_subgraph(g: Graph, args: list, outer_env: dict) -> list[np.ndarray]:
@@ -51,7 +56,8 @@ def run_subgraph(g: Graph, args: list, outer_env: dict) -> list[np.ndarray]:
     return [res[v.name] for v in g.outputs]
 
 
-def _run(g: Graph, args: list, env: dict, keep: bool) -> dict[str, np.ndarray]:
+def _run(g: Graph, args: list, env: dict, keep: bool,
+         hook: Callable | None = None) -> dict[str, np.ndarray]:
     for v, a in zip(g.inputs, args):
         env[id(v)] = np.asarray(a)
     last_use: dict[int, int] = {}
@@ -82,6 +88,10 @@ def _run(g: Graph, args: list, env: dict, keep: bool) -> dict[str, np.ndarray]:
             raise
         except Exception as e:
             raise FusionError(f"{n.label()}: reference semantics failed: {type(e).__name__}: {e}") from e
+        if hook is not None:
+            repl = hook(n, args_n, list(outs))
+            if repl is not None:
+                outs = repl
         for v, a in zip(n.outputs, outs):
             if a is None:
                 continue

@@ -123,7 +123,12 @@ def cmd_check(args) -> int:
         if not args.json:
             status = "PASS" if r.ok else "FAIL"
             cmp = r.compare["text"].splitlines()[0] if r.compare else ("skipped" if args.no_reference else "")
-            print(f"{status} {r.name}: {cmp}{'; ' + r.error if r.error else ''}")
+            pins = f" ({len(r.pinned)} near-tie decision(s) follow onnxruntime)" if r.ok and r.pinned else ""
+            print(f"{status} {r.name}: {cmp}{pins}{'; ' + r.error if r.error else ''}")
+            for p in r.pinned:
+                print(f"  pinned: {p}")
+            for p in r.unpinned:
+                print(f"  not pinned: {p}")
             for h in r.health:
                 print(f"  health: {h}")
             for k, s in r.outputs.items():
