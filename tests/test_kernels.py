@@ -111,6 +111,11 @@ CONVS = [
     (1, 8, (9, 9), 12, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 4),           # grouped (3 out channels / group)
     (1, 6, (40, 37), 6, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 6),          # depthwise
     (1, 4, (21, 71), 8, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 4),          # depthwise x2 multiplier, stride 2
+    (1, 5, (7, 7), 5, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 5),            # depthwise, a row narrower than a vector
+    (1, 3, (9, 150), 3, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1), 3),          # depthwise 5x5/2: full + partial blocks
+    (1, 40, (5, 5), 96, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),         # few positions: transposed GEMM
+    (1, 16, (7, 6), 50, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1),          # transposed, padded strided 3x3
+    (2, 8, (5, 5), 192, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 2),          # transposed, 2 groups, batch 2
     (1, 3, (17,), 5, (4,), (2,), (1, 2), (1,), 1),                          # 1-D
     (1, 3, (5, 6, 7), 4, (3, 3, 3), (1, 1, 1), (1, 1, 1, 1, 1, 1), (1, 1, 1), 1),  # 3-D 3x3x3
     (1, 4, (4, 5, 6), 5, (1, 1, 1), (1, 1, 1), (0, 0, 0, 0, 0, 0), (1, 1, 1), 1),  # 3-D 1x1x1
@@ -134,11 +139,48 @@ def test_conv_against_onnxruntime(case):
               W=Operand(w.shape, lambda i: "0", const=w), bias=Operand((m,), lambda i: "0", const=b),
               epilogue=relu_store("y", want.shape), target=HOST)
     assert kc is not None
+    P = int(np.prod(want.shape[2:]))
+    if P < 30 and m // grp >= 50:   # few positions, many channels: the transposed schedule
+        assert "transposed gemm" in kc.schedule, kc.schedule
     out = np.full(want.shape, np.nan, np.float32)
     h = Harness("cv", kc, ["x", "one", "y"])
     h.set_threads(2)
     h.run(dict(x=x, one=np.ones(1, np.float32), y=out))
     _check(out, want)
+
+
+@pytest.mark.parametrize("case", [
+    (1, 24, (14, 14), 24, (3, 3), (1, 1), 24, "direct conv"),          # depthwise: one loop per plane
+    (1, 7, (11, 13), 20, (3, 3), (2, 1), 1, "implicit gemm"),          # one loop per finished tile row
+    (1, 40, (5, 5), 96, (1, 1), (1, 1), 1, "transposed gemm"),         # per element, no division
+], ids=["direct", "implicit", "transposed"])
+def test_conv_flat_spatial_epilogue(case):
+    """An epilogue marked flat_spatial is called with the spatial index (0, 0, j): the kernels
+    must pass the row-major offset j of every output position exactly once."""
+    n, c, sp, m, k, st, grp, kind = case
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((n, c) + sp).astype(np.float32)
+    w = rng.standard_normal((m, c // grp) + k).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    pads = [1, 1, 1, 1] if k != (1, 1) else [0, 0, 0, 0]
+    want = _ort_node("Conv", x, w, b, kernel_shape=list(k), strides=list(st), pads=pads, group=grp)
+    shape = want.shape
+    calls = []
+
+    def epi(idx, acc):
+        calls.append(list(idx))
+        return f"A->y[{offset(shape, idx)}] = {acc} > 0.0f ? {acc} : 0.1f * {acc};"
+    epi.flat_spatial = True
+    geo = {"group": grp, "kernel": list(k), "strides": list(st), "pads": pads, "dilations": [1, 1],
+           "out": list(shape[2:])}
+    kc = conv("fl", node_geometry=geo, X=Operand(x.shape, flat("x", x.shape)), W=Operand(w.shape, None, const=w),
+              bias=Operand((m,), None, const=b), epilogue=epi, target=HOST)
+    assert kind in kc.schedule and calls and all(i[2] == "0" for i in calls), (kc.schedule, calls[:2])
+    out = np.full(shape, np.nan, np.float32)
+    h = Harness("fl", kc, ["x", "y"])
+    h.set_threads(2)
+    h.run(dict(x=x, y=out))
+    _check(out, np.where(want > 0, want, 0.1 * want))
 
 
 def test_conv_runtime_bias_and_neon_blocking():
@@ -296,15 +338,16 @@ def test_conv_single_group_one_output_is_threaded_gemm():
 
 
 def test_matmul_constant_a_runtime_b_reuses_b_panels():
-    """Constant A (weights on the left), run-time B: items span all M blocks (2 here), each packed B
-    chunk serves both; 2 threads."""
+    """Constant A (weights on the left), run-time B: items span all M blocks (5 here), each packed B
+    chunk serves all of them; 2 threads."""
     M, N, K = 300, 37, 512
     rng = np.random.default_rng(12)
     a = rng.standard_normal((M, K)).astype(np.float32)
     b = rng.standard_normal((K, N)).astype(np.float32)
     kc = matmul("ca", batch=(), M=M, N=N, K=K, A=Operand((M, K), flat("a", (M, K)), const=a),
-                B=Operand((K, N), flat("b", (K, N))), epilogue=plain_store("y", (M, N)), target=HOST)
-    assert "all M blocks per item" in kc.schedule and "MC=150" in kc.schedule
+                B=Operand((K, N), flat("b", (K, N))), epilogue=plain_store("y", (M, N)), target=NEON_LIKE)
+    # NEON_LIKE's 256K L2 gives several M blocks whatever the host's caches are
+    assert "all M blocks per item" in kc.schedule and "MC=64 " in kc.schedule
     out = np.zeros((M, N), np.float32)
     h = Harness("ca", kc, ["b", "y"])
     h.set_threads(2)

@@ -49,6 +49,24 @@ def _cnn():
     return n.model([("x", [2, 3, 45, 47])], h), 7
 
 
+def _cnn_concat_ceil():
+    """A Concat of a conv's output with another branch in the conv's block (the kernel writes its
+    channels, a loop nest the rest), ceil-mode pooling, a depthwise conv on rows narrower than a
+    vector register, Gemm with alpha/beta."""
+    n = _Net(3)
+    a = n.add("Conv", ["x", n.w(8, 3, 3, 3), n.w(8)], pads=[1, 1, 1, 1])
+    b = n.add("Relu", [n.add("Conv", ["x", n.w(6, 3, 1, 1)])])
+    h = n.add("Concat", [n.add("Sigmoid", [a]), b, n.add("Relu", [a])], axis=1)
+    h = n.add("MaxPool", [h], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
+    h = n.add("Conv", [h, n.w(22, 1, 3, 3), n.w(22)], pads=[1, 1, 1, 1], group=22)
+    h = n.add("AveragePool", [h], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1, count_include_pad=1,
+              pads=[1, 1, 0, 0])
+    h = n.add("GlobalAveragePool", [h])
+    h = n.add("Flatten", [h])
+    h = n.add("Gemm", [h, n.w(10, 22), n.w(10)], transB=1, alpha=0.5, beta=2.0)
+    return n.model([("x", [1, 3, 14, 13])], h), 7
+
+
 def _attention():
     """x [1, 20, 32] -> q, k, v projections -> scores = q k^T (both at run time) -> softmax -> p v -> out."""
     n = _Net(2)
@@ -68,7 +86,7 @@ def _attention():
     return n.model([("x", [1, 20, 32])], o), 6
 
 
-@pytest.mark.parametrize("make", [_cnn, _attention], ids=["cnn", "attention"])
+@pytest.mark.parametrize("make", [_cnn, _cnn_concat_ceil, _attention], ids=["cnn", "concat-ceil", "attention"])
 def test_compiled_model_uses_kernels_and_matches(make):
     fusion = pytest.importorskip("fusion")
     try:
@@ -87,3 +105,34 @@ def test_compiled_model_uses_kernels_and_matches(make):
     fast = [b for b in mod.report["block_schedules"] if b.get("anchor") and any(s in b["schedule"] for s in ours)]
     anchored = [b for b in mod.report["block_schedules"] if b.get("anchor") and b["anchor"] != "Softmax"]
     assert len(fast) == len(anchored) == anchors, mod.report["block_schedules"]
+
+
+def test_concat_in_conv_block_keeps_the_kernel():
+    """The conv block that also holds the Concat gets the GEMM kernel plus a loop nest for the
+    other inputs' channels (not a plain loop nest recomputing the conv per element)."""
+    fusion = pytest.importorskip("fusion")
+    model, _ = _cnn_concat_ceil()
+    mod = fusion.compile(model)
+    cat = [b for b in mod.report["block_schedules"] if "Concat" in b["ops"]]
+    assert cat and all("micro-kernel" in b["schedule"] and "Concat inputs" in b["schedule"] for b in cat), cat
+
+
+def test_flat_epilogues_only_where_the_position_enters_as_its_offset():
+    """SiLU + residual Add (same shape) run as one loop over each plane; an Add of a [1, 1, 7, 1]
+    constant (broadcast along W: the offset alone does not give its element) must keep the
+    per-row epilogue. Both against onnxruntime."""
+    fusion = pytest.importorskip("fusion")
+    n = _Net(4)
+    h = n.add("Conv", ["x", n.w(8, 1, 3, 3), n.w(8)], pads=[1, 1, 1, 1], group=8)
+    h = n.add("Add", [n.add("Mul", [h, n.add("Sigmoid", [h])]), "x"])
+    h = n.add("Conv", [h, n.w(8, 1, 3, 3)], pads=[1, 1, 1, 1], group=8)
+    h = n.add("Add", [h, n.w(1, 1, 7, 1)])
+    h = n.add("Conv", [h, n.w(96, 8, 1, 1)])
+    h = n.add("Add", [h, n.w(1, 96, 7, 1)])
+    model = n.model([("x", [1, 8, 7, 7])], h)
+    mod = fusion.compile(model)
+    x = np.random.default_rng(1).standard_normal((1, 8, 7, 7)).astype(np.float32)
+    rep = compare(mod.run({"x": x}), run_onnxruntime(model, {"x": x}))
+    assert rep.ok, str(rep)
+    kinds = [b["schedule"] for b in mod.report["block_schedules"] if b.get("anchor") == "Conv"]
+    assert len(kinds) == 3 and all("direct conv" in k or "gemm" in k for k in kinds), kinds

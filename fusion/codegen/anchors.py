@@ -15,7 +15,7 @@ import numpy as np
 from fusion.ir import expr as E
 from fusion.codegen import lower as L
 from fusion.codegen.cprint import ExprPrinter, FunctionPrinter
-from fusion.codegen.loops import Buffer, Function, Store, Temp
+from fusion.codegen.loops import Buffer, Function, Loop, Store, Temp
 
 POOLS = {"MaxPool": "max", "AveragePool": "avg", "GlobalMaxPool": "max", "GlobalAveragePool": "avg"}
 
@@ -33,11 +33,17 @@ class _Refuse(Exception):
 
 
 class AnchorContext:
-    def __init__(self, em, block, outs):
+    def __init__(self, em, block, outs, partial_ok: bool = False):
         self.em, self.block, self.outs = em, block, outs
+        # partial_ok: the caller appends self.rest (C loop nests) after the kernel; other users of
+        # the epilogue (the OpenCL tiled GEMM) keep refusing outputs the anchor fills only partly
+        self.partial_ok = partial_ok
         self.anchor = block.anchor
         self.comp = L.Composer(block.nodes, em.cname, em.literal, em.shape_of)
         self.shapes: dict[str, tuple] = {}
+        # outputs the anchor fills only part of (a Concat of the anchor with other values): the
+        # kernel's epilogue writes the anchor's box, a loop nest after it the rest
+        self.rest: list[tuple] = []
 
     def _printer(self, names: dict[str, str], temps: dict[str, str] | None = None) -> ExprPrinter:
         shapes = self.shapes
@@ -85,6 +91,8 @@ class AnchorContext:
             return [E.Const(0) if isinstance(x, E.Var) and x.extent == 1 else x for x in ix]
         want = norm(avars)
         roots = []
+        plain: list[bool] = []      # stored at the anchor's own element
+        partial: list[tuple] = []
         fwd = self.forward_indices(avars)
         stores = []
         for v in self.outs:
@@ -92,10 +100,14 @@ class AnchorContext:
             guard = E.Const(True)
             if id(v) in fwd:
                 idx, guard = fwd[id(v)]
-                # Every element of v must come from some anchor element (the map is
-                # one-to-one): a Concat output also holds other inputs' pieces.
-                if _count_true(guard, avars) != int(np.prod(s)):
+                # Either every element of v comes from some anchor element (the map is one-to-one),
+                # or the anchor fills a box of v that spans v in all dims but one (a Concat output
+                # also holds other inputs' pieces): then the rest is computed after the kernel.
+                cov = _coverage(idx, guard, avars, s)
+                if cov is None or (cov != "full" and not self.partial_ok):
                     raise _Refuse()
+                if cov != "full":
+                    partial.append((v,) + cov)
             elif s == s_a:
                 idx = list(avars)
             elif int(np.prod(s)) == int(np.prod(s_a)):
@@ -103,6 +115,8 @@ class AnchorContext:
             else:
                 raise _Refuse()
             stores.append((E.linearize(idx, s), guard))
+            plain.append(s == s_a and isinstance(guard, E.Const) and bool(guard.value)
+                         and norm(list(idx)) == want)
             e = self.comp.value(v, idx)
             bad = []
 
@@ -116,6 +130,7 @@ class AnchorContext:
             if bad or any(isinstance(x, E.Reduce) for x in E.walk(e)):
                 raise _Refuse()
             roots.append((v, e))
+        self.rest = [self._rest(v, d, lo, hi, aname, k) for k, (v, d, lo, hi) in enumerate(partial)]
         self.comp.loads.pop(aname, None)
         for name, val in self.comp.loads.items():
             self.shapes[name] = self.em.shape_of(val)
@@ -135,7 +150,86 @@ class AnchorContext:
             for st in stmts:
                 fp.emit(st, "")
             return "{ " + " ".join(fp.lines) + " }"
+        epilogue.flat_spatial = (len(avars) >= 4 and all(plain) and not partial
+                                 and self._spatially_flat([e for _, e in roots], avars, want, s_a))
         return epilogue
+
+    def _spatially_flat(self, exprs, avars, want, s_a) -> bool:
+        """May a kernel call the epilogue with the spatial index (0, ..., 0, j), j the position's
+        row-major offset in the spatial dims? True when the spatial variables reach the epilogue
+        only through reads of same-shaped values at the anchor's own element (whose flat offset
+        is the same either way): an elementwise chain with per-channel or same-shaped operands."""
+        sp = set(avars[2:])
+        ok = [True]
+
+        def sw(ld, index):
+            fv = set()
+            for x in index:
+                fv |= E.free_vars(x)
+            if fv & sp:
+                val = self.comp.loads.get(ld.slot)
+                shape = tuple(int(d) for d in self.em.shape_of(val)) if val is not None else None
+                if shape != s_a or [E.Const(0) if isinstance(x, E.Var) and x.extent == 1 else x
+                                    for x in index] != want:
+                    ok[0] = False
+            return E.const(0.0, ld.dtype)
+        for e in exprs:
+            r = E.map_loads(e, sw)
+            if not ok[0] or E.free_vars(r) & sp:
+                return False
+        return True
+
+    def _rest(self, v, d: int, lo: int, hi: int, aname: str, k: int) -> tuple[str, str, int]:
+        """(C functions, C body, elements) computing v outside the anchor's box [lo, hi) of dim d:
+        a loop nest threaded over the dims up to d, the rest of v's dims as inner loops (the
+        innermost vectorizable). There v does not read the anchor (the Concat selects another
+        input), so its loads are replaced by a dead 0."""
+        s = tuple(int(x) for x in v.shape)
+        rv = [E.Var(f"fz_r{q}", n) for q, n in enumerate(s)]
+        e = self.comp.value(v, rv)
+
+        def swap(ld, index):
+            return E.const(0.0, ld.dtype) if ld.slot == aname else E.Load(ld.slot, index, ld.dtype)
+        e = E.map_loads(e, swap)
+        if any(isinstance(x, E.Reduce) for x in E.walk(e)):
+            raise _Refuse()
+        self.comp.loads.pop(aname, None)
+        for name, val in self.comp.loads.items():
+            self.shapes[name] = self.em.shape_of(val)
+        inner = rv[d + 1:]
+        sch = L.Scheduler(prefix=f"fz_rt{k}_")
+        sch.count_uses([e])
+        stack = [L.Scope(rv[:d + 1])] + [L.Scope([x]) for x in inner]
+        val = sch.emit(e, stack)
+        stack[-1].stmts.append(Store("A->" + self.em.cname(v), E.linearize(rv, s), val, L.dtype_name(v)))
+        loop = None
+        for j in range(len(stack) - 1, 0, -1):
+            loop = Loop(inner[j - 1], inner[j - 1].extent, stack[j].stmts + ([loop] if loop is not None else []))
+        stmts = stack[0].stmts + ([loop] if loop is not None else [])
+        fp = FunctionPrinter(Function("rest", [], [], [], []))
+        fp.ep = self._printer({})
+        fp.ep.fast = True   # C including fz_runtime.h: its vectorizable math functions
+        fp.lines = []
+        for st in stmts:
+            fp.emit(st, "        ")
+        name = self.block.name
+        R = lo + s[d] - hi
+        lead = int(np.prod(s[:d])) if d else 1
+        dec = "".join(f"        int64_t fz_r{q} = fz_l % {s[q]}; fz_l /= {s[q]};\n" for q in reversed(range(d)))
+        fns = f"""struct {name}_rtask{k} {{ const struct {name}_args *A; }};
+static void {name}_rest{k}(void *fz_arg, int64_t fz_it0, int64_t fz_it1) {{
+    const struct {name}_args *A = ((const struct {name}_rtask{k} *)fz_arg)->A;
+    for (int64_t fz_it = fz_it0; fz_it < fz_it1; fz_it++) {{
+        int64_t fz_q = fz_it % {R}, fz_l = fz_it / {R};
+        int64_t fz_r{d} = fz_q < {lo} ? fz_q : fz_q + {hi - lo};
+{dec}        (void)fz_l;
+{chr(10).join(fp.lines)}
+    }}
+}}
+"""
+        body = (f"{{ struct {name}_rtask{k} fz_rt = {{ A }}; "
+                f"fz_parallel_for({lead * R}, {name}_rest{k}, &fz_rt); }}\n")
+        return fns, body, int(np.prod(s)) // s[d] * R
 
     def forward_indices(self, avars) -> dict:
         """Where each epilogue value holds the anchor's element `avars`, and
@@ -173,6 +267,10 @@ class AnchorContext:
         return pos
 
     def function(self, kc) -> Function:
+        if self.rest:
+            n = sum(r[2] for r in self.rest)
+            kc = type(kc)(kc.functions + "".join(r[0] for r in self.rest), kc.body + "".join(r[1] for r in self.rest),
+                          kc.weights, kc.schedule + f"; the other {n} output elements (Concat inputs) by a loop nest")
         # A constant the kernel pre-packed is not read through c_expr: leave it out of weights.bin.
         text = kc.functions + kc.body
         used = {n: v for n, v in self.comp.loads.items() if f"A->{n}[" in text}
@@ -228,6 +326,71 @@ def _invert_read(n, k, i_src, idx_in, out):
     return idx_out, cond
 
 
+def _conjuncts(e) -> list:
+    if isinstance(e, E.Bin) and e.op == "and":
+        return _conjuncts(e.a) + _conjuncts(e.b)
+    return [e]
+
+
+def _coverage(idx, guard, avars, shape):
+    """Which part of an output of `shape` the anchor fills, its element `avars` going to `idx` where
+    `guard` holds: "full" (every element, one-to-one), (d, lo, hi) when the filled part is the
+    box [lo, hi) of dim d and all of the other dims, or None (anything else)."""
+    from fusion.ir.expr_eval import evaluate
+    no_loads = lambda *a: (_ for _ in ()).throw(ValueError())  # noqa: E731
+    n_out = int(np.prod(shape)) if len(shape) else 1
+    # Separable case (elementwise chains, Concat, Slice, Split): each index component is one anchor
+    # variable plus a constant, or a constant, and each condition reads one variable, so the
+    # filled part is found per dim without enumerating the anchor (too large for YOLO's convs).
+    masks = {v: np.ones(v.extent, bool) for v in avars}
+    separable = True
+    try:
+        for t in _conjuncts(guard):
+            fv = E.free_vars(t)
+            if not fv:
+                if not bool(evaluate(t, {}, no_loads)):
+                    return None
+                continue
+            if len(fv) != 1 or next(iter(fv)) not in masks:
+                separable = False
+                break
+            v = next(iter(fv))
+            masks[v] &= np.broadcast_to(evaluate(t, {v: np.arange(v.extent)}, no_loads), (v.extent,)).astype(bool)
+    except (ValueError, KeyError, TypeError):
+        separable = False
+    box, used = [], set()
+    for x in idx if separable else []:
+        aff = E._affine(x)
+        terms = aff[0] if aff is not None else {None: 0}
+        if aff is not None and not terms:
+            box.append((aff[1], aff[1] + 1))
+            continue
+        if len(terms) != 1:
+            separable = False
+            break
+        (t, coef), = terms.items()
+        if coef != 1 or t not in masks or t in used:
+            separable = False
+            break
+        used.add(t)
+        on = np.nonzero(masks[t])[0]
+        if on.size == 0 or on[-1] - on[0] + 1 != on.size:
+            return None
+        box.append((int(on[0]) + aff[1], int(on[-1]) + 1 + aff[1]))
+    if separable and len(box) == len(shape):
+        if any(int(np.count_nonzero(masks[v])) != 1 for v in avars if v not in used):
+            return None   # several anchor elements would land on one output element
+        if any(lo < 0 or hi > n for (lo, hi), n in zip(box, shape)):
+            return None
+        diff = [q for q, ((lo, hi), n) in enumerate(zip(box, shape)) if (lo, hi) != (0, n)]
+        if not diff:
+            return "full"
+        if len(diff) == 1:
+            return (diff[0],) + box[diff[0]]
+        return None
+    return "full" if _count_true(guard, avars) == n_out else None
+
+
 def _count_true(guard, avars, limit: int = 1 << 22) -> int:
     """At how many anchor positions the guard holds (-1: too many to count)."""
     from fusion.ir.expr_eval import evaluate
@@ -277,7 +440,7 @@ def fast_block(em, block, outs):
         return None
     if any(v is not None and v.dtype != np.float32 for v in list(a.inputs) + a.outputs):
         return None
-    ctx = AnchorContext(em, block, outs)
+    ctx = AnchorContext(em, block, outs, partial_ok=True)
     try:
         ctx.epilogue()   # refuses early when an output reads the anchor elsewhere
         kc = _ask(kmod, ctx, em.target)
@@ -369,7 +532,9 @@ def _pool_geometry(node):
     y = node.outputs[0]
     s = x.rank - 2
     kernel = [int(k) for k in node.attrs.get("kernel_shape") or []]
-    if len(kernel) != s or node.attrs.get("ceil_mode", 0):
+    # ceil_mode needs nothing more: the output's shape (from the op's shape rule) is passed as `out`,
+    # and the kernel pads its buffers to reach every window
+    if len(kernel) != s:
         return None
     auto = node.attrs.get("auto_pad", "NOTSET")
     if isinstance(auto, bytes):

@@ -36,9 +36,26 @@ class KernelCode:
 Epilogue = Callable[[list[str], str], str]
 
 
+def _fast_math():
+    """Kernels are C that includes fz_runtime.h: the caller's expressions printed while one is
+    generated (operands, epilogues) may use its vectorizable math functions (fz_expf ...)."""
+    try:
+        from fusion.codegen.cprint import fast_math
+    except ImportError:   # a core without them: libm names
+        import contextlib
+        return contextlib.nullcontext()
+    return fast_math()
+
+
 def _scoped(epilogue: Epilogue) -> Epilogue:
-    """The caller's statements in their own block: names they declare cannot clash with the kernel's."""
-    return lambda index, acc: "{\n" + epilogue(list(index), acc) + "\n}"
+    """The caller's statements in their own block: names they declare cannot clash with the kernel's.
+    An epilogue with `flat_spatial = True` (conv and pooling outputs [n, c, *spatial]) may be called
+    with the spatial index (0, ..., 0, j), j the row-major offset in the spatial dims: the caller
+    promises the statements depend on the spatial position only through that offset."""
+    def scoped(index, acc):
+        return "{\n" + epilogue(list(index), acc) + "\n}"
+    scoped.flat_spatial = bool(getattr(epilogue, "flat_spatial", False))
+    return scoped
 
 
 def matmul(name: str, *, batch, M: int, N: int, K: int, A: Operand, B: Operand, epilogue: Epilogue,
@@ -48,22 +65,26 @@ def matmul(name: str, *, batch, M: int, N: int, K: int, A: Operand, B: Operand, 
     B.const set (shape [K, N], no batch dims) is pre-packed; otherwise both operands are read at
     run time through c_expr (attention's QK^T and PV)."""
     from fusion.codegen.kernels import matmuls as _mm
-    return _mm.matmul(name, batch=batch, M=M, N=N, K=K, A=A, B=B, epilogue=_scoped(epilogue), target=target)
+    with _fast_math():
+        return _mm.matmul(name, batch=batch, M=M, N=N, K=K, A=A, B=B, epilogue=_scoped(epilogue), target=target)
 
 
 def conv(name: str, *, node_geometry: dict, X: Operand, W: Operand, bias: Operand | None, epilogue: Epilogue,
          target) -> KernelCode | None:
     """Conv (1-D/2-D/3-D, strides, pads, dilations, groups, depthwise); W must be const."""
     from fusion.codegen.kernels import convs as _conv
-    return _conv.conv(name, node_geometry=node_geometry, X=X, W=W, bias=bias, epilogue=_scoped(epilogue), target=target)
+    with _fast_math():
+        return _conv.conv(name, node_geometry=node_geometry, X=X, W=W, bias=bias, epilogue=_scoped(epilogue),
+                          target=target)
 
 
 def pool(name: str, *, kind: str, node_geometry: dict, X: Operand, count_include_pad: bool, epilogue: Epilogue,
          target) -> KernelCode | None:
     """Max/average pooling (1-D/2-D/3-D) and global pooling."""
     from fusion.codegen.kernels import pools as _pool
-    return _pool.pool(name, kind=kind, node_geometry=node_geometry, X=X, count_include_pad=count_include_pad,
-                      epilogue=_scoped(epilogue), target=target)
+    with _fast_math():
+        return _pool.pool(name, kind=kind, node_geometry=node_geometry, X=X, count_include_pad=count_include_pad,
+                          epilogue=_scoped(epilogue), target=target)
 
 
 def conv_transpose(name: str, *, node_geometry: dict, X: Operand, W: Operand, bias: Operand | None,
@@ -72,5 +93,6 @@ def conv_transpose(name: str, *, node_geometry: dict, X: Operand, W: Operand, bi
     epilogue index [n, m, *spatial_out]; node_geometry as for conv ("out" includes output_padding;
     "output_padding" is read only when "out" is missing)."""
     from fusion.codegen.kernels import convs as _conv
-    return _conv.conv_transpose(name, node_geometry=node_geometry, X=X, W=W, bias=bias, epilogue=_scoped(epilogue),
-                                target=target)
+    with _fast_math():
+        return _conv.conv_transpose(name, node_geometry=node_geometry, X=X, W=W, bias=bias,
+                                    epilogue=_scoped(epilogue), target=target)

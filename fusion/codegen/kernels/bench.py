@@ -193,6 +193,11 @@ CASES = {
     "conv3d": lambda t, q: _case_conv3d("C3D conv 3x3x3 64->128 @8x28x28", 64, 8, 28, 28, 128, t),
     "convtranspose2x2": lambda t, q: _case_convt("U-Net ConvTranspose 2x2/2 128->64 @32x32", 128, 32, 32, 64, t),
     "depthwise3x3": lambda t, q: _case_conv("depthwise 3x3 32ch @112x112", 1, 32, 112, 112, 32, 3, 1, 1, 32, t),
+    "conv1x1-7x7": lambda t, q: _case_conv("conv 1x1 1152->192 @7x7 (few output positions)", 1, 1152, 7, 7, 192, 1, 1,
+                                           0, 1, t),
+    "conv1x1-14x14": lambda t, q: _case_conv("conv 1x1 112->672 @14x14", 1, 112, 14, 14, 672, 1, 1, 0, 1, t),
+    "conv3x3-14x14": lambda t, q: _case_conv("conv 3x3 512->512 @14x14", 1, 512, 14, 14, 512, 3, 1, 1, 1, t),
+    "depthwise5x5-14x14": lambda t, q: _case_conv("depthwise 5x5 672ch @14x14", 1, 672, 14, 14, 672, 5, 1, 2, 672, t),
     "maxpool3x3s2": lambda t, q: _case_pool("maxpool 3x3/2 64ch @112x112", 1, 64, 112, 112, 3, 2, 1, t),
 }
 

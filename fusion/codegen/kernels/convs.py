@@ -1,12 +1,15 @@
 """Convolution anchors (1-D/2-D/3-D, strides, pads, dilations, groups).
 
-Two schedules:
+Three schedules:
   * implicit GEMM (all but depthwise-like convs, incl. 1x1 and 3x3x3):
     per (image, group), out[m, p] = W[m, (c,kd,kh,kw)] . X_cols[(c,kd,kh,kw), p]
     with W pre-packed as the GEMM's A panels and the input columns packed per NC
     chunk straight from X (im2col one panel at a time, never the whole matrix).
     The packer splits each output row into the part whose reads fall inside
     the input (no bounds checks: a plain copy for stride 1) and the padded ends.
+  * transposed implicit GEMM (few output positions, many channels: EfficientNet's
+    7x7 and 14x14 stages): out^T[p, m] = cols^T[p, k] . W^T[k, m], so the positions
+    pad to MR rows instead of NR-column strips and the channels split over cores.
   * direct (depthwise and grouped convs with 1-2 output channels per group): per
     (image, group) the group's input planes are copied once into a zero-padded
     buffer (the fused producers run once per element; rows split into stride
@@ -74,6 +77,8 @@ def conv(name: str, *, node_geometry: dict, X: Operand, W: Operand, bias: Operan
     bias_at, weights = _bias(name, bias)
     if g.Mg <= 2 and g.G > 1:   # depthwise-like; one group with 1-2 outputs is a thin GEMM, still threaded
         kc = _direct(name, g, X, wc, bias_at, epilogue, target)
+    elif _positions_as_rows(g, target):
+        kc = _transposed_gemm(name, g, X, wc, bias_at, epilogue, target)
     else:
         kc = _implicit_gemm(name, g, X, wc, bias_at, epilogue, target)
     kc.weights.update(weights)
@@ -145,7 +150,19 @@ def _implicit_gemm(name, g: Geo, X: Operand, wc, bias_at, epilogue, target, tran
     }}
 }}"""
 
+    flat = bool(getattr(epilogue, "flat_spatial", False)) and g.spatial >= 2
+
     def epi_row(bv, m, row, n0, nlen):
+        if flat:   # the epilogue takes the flat position (api._scoped): one loop over the whole row
+            return f"""{{
+    int64_t fz_oc = ({bv[1]}) * {g.Mg} + {m};
+    float fz_bv = {bias_at("fz_oc")};
+    const float *fz_src = {row};
+    for (int64_t fz_j = 0; fz_j < {nlen}; fz_j++) {{
+        float fz_v = fz_src[fz_j] + fz_bv;
+{indent(epilogue([bv[0], "fz_oc"] + g.sp_index("0", "0", f"({n0}) + fz_j"), "fz_v"), 8)}
+    }}
+}}"""
         # walk the finished row one output row (fixed od, oh) at a time: no division per element,
         # and a plain contiguous loop the compiler can vectorize when the epilogue is simple
         return f"""{{
@@ -174,6 +191,70 @@ def _implicit_gemm(name, g: Geo, X: Operand, wc, bias_at, epilogue, target, tran
                 a_const=a, a_group=lambda bv: bv[1], b_pack=b_pack, what=kind)
 
 
+def _positions_as_rows(g: Geo, target) -> bool:
+    """Few output positions, many output channels (EfficientNet's 7x7 and 14x14 stages): in
+    out[m, p] the positions are the GEMM's N, padded up to whole NR-column strips (49 positions
+    fill two 48-wide strips: half of the multiply-adds are padding) and too few to split over
+    cores. As out^T[p, m] = cols^T[p, k] . W^T[k, m] the positions pad only to MR rows and the
+    channels (usually a multiple of NR) are split over cores. Chosen when the padded work shrinks
+    by over 15%."""
+    from fusion.codegen.kernels.common import blocking, rup
+    P = g.out[0] * g.out[1] * g.out[2]
+    b = blocking(target, g.Mg, P, g.Cg * g.k[0] * g.k[1] * g.k[2])
+    bt = blocking(target, P, g.Mg, g.Cg * g.k[0] * g.k[1] * g.k[2])
+    normal = rup(g.Mg, b.mr) * rup(P, b.nr)
+    transposed = rup(P, bt.mr) * rup(g.Mg, bt.nr)
+    return transposed < 0.85 * normal
+
+
+def _transposed_gemm(name, g: Geo, X: Operand, wc, bias_at, epilogue, target) -> KernelCode:
+    """out^T[p, m] = cols^T[p, (c,kd,kh,kw)] . W^T[(c,kd,kh,kw), m] per (image, group): the run-time
+    A (im2col rows, one per output position) is packed once per thread's items by the GEMM, the
+    weights are the pre-packed constant B; the epilogue stores each element back at [n, m, p]."""
+    KD, KH, KW = g.k
+    ID, IH, IW = g.inp
+    OD, OH, OW = g.out
+    SD, SH, SW = g.st
+    PD, PH, PW = g.pb
+    DD, DH, DW = g.dl
+    Kdim = g.Cg * KD * KH * KW
+    P = OD * OH * OW
+    bt = np.ascontiguousarray(wc.reshape(g.G, g.Mg, Kdim).transpose(0, 2, 1))
+
+    def a_elem(bv, m, k):
+        x = X.c_expr([bv[0], f"({bv[1]}) * {g.Cg} + fz_ac"] + g.sp_index("fz_aid", "fz_aih", "fz_aiw"))
+        if KD * KH * KW == 1 and g.st == [1, 1, 1] and not any(g.pb):
+            # pointwise: position p reads input position p
+            return (f"({{ int64_t fz_ac = ({k}), fz_aiw = ({m}) % {OW}, fz_aq = ({m}) / {OW}; "
+                    f"int64_t fz_aih = fz_aq % {OH}, fz_aid = fz_aq / {OH}; (void)fz_aid; (void)fz_aih; {x}; }})")
+        return (f"({{ int64_t fz_ak = ({k}), fz_akw = fz_ak % {KW}, fz_akq = fz_ak / {KW}; "
+                f"int64_t fz_akh = fz_akq % {KH}, fz_akq2 = fz_akq / {KH}, fz_akd = fz_akq2 % {KD}, fz_ac = fz_akq2 / {KD}; "
+                f"int64_t fz_aow = ({m}) % {OW}, fz_aq = ({m}) / {OW}, fz_aoh = fz_aq % {OH}, fz_aod = fz_aq / {OH}; "
+                f"int64_t fz_aid = fz_aod * {SD} - {PD} + fz_akd * {DD}, fz_aih = fz_aoh * {SH} - {PH} + fz_akh * {DH}, "
+                f"fz_aiw = fz_aow * {SW} - {PW} + fz_akw * {DW}; "
+                f"(fz_aid >= 0 && fz_aid < {ID} && fz_aih >= 0 && fz_aih < {IH} && fz_aiw >= 0 && fz_aiw < {IW}) "
+                f"? ({x}) : 0.0f; }})")
+
+    flat = bool(getattr(epilogue, "flat_spatial", False)) and g.spatial >= 2
+
+    def epi(bv, m, n, acc):
+        if flat:   # the epilogue takes the flat position (api._scoped): no division per element
+            out = epilogue([bv[0], "fz_oc"] + g.sp_index("0", "0", f"({m})"), "fz_v")
+            return (f"{{ int64_t fz_oc = ({bv[1]}) * {g.Mg} + ({n});\n"
+                    f"float fz_v = {acc} + {bias_at('fz_oc')};\n{out}\n}}")
+        out = epilogue([bv[0], "fz_oc"] + g.sp_index("fz_xd", "fz_xh", "fz_xw"), "fz_v")
+        return (f"{{ int64_t fz_oc = ({bv[1]}) * {g.Mg} + ({n}); int64_t fz_xw = ({m}) % {OW}, fz_q = ({m}) / {OW}, "
+                f"fz_xh = fz_q % {OH}, fz_xd = fz_q / {OH}; (void)fz_xd; (void)fz_xh;\n"
+                f"float fz_v = {acc} + {bias_at('fz_oc')};\n{out}\n}}")
+
+    kind = ("1x1 conv" if Kdim == g.Cg else f"{'x'.join(map(str, g.k[3 - g.spatial:]))} conv")
+    kind += f" as transposed gemm (positions x channels, {P} positions)"
+    if g.G > 1:
+        kind += f", {g.G} groups"
+    return gemm(name, batch=[g.N, g.G], M=P, N=g.Mg, K=Kdim, target=target, epilogue=epi, a_elem=a_elem,
+                b_const=bt, b_group=lambda bv: bv[1], what=kind)
+
+
 def _direct(name, g: Geo, X: Operand, wc, bias_at, epilogue, target) -> KernelCode:
     KD, KH, KW = g.k
     ID, IH, IW = g.inp
@@ -191,19 +272,50 @@ def _direct(name, g: Geo, X: Operand, wc, bias_at, epilogue, target) -> KernelCo
     taps = g.Cg * KD * KH * KW
     lanes = max(1, target.vector_bits // 32)
     vt, vdef = vec_type(lanes)
-    nv = 4 if lanes > 1 else 8
+    # Register block: up to 4 vectors (8 scalars), but no wider than the output row needs: with
+    # 16-lane vectors a fixed 64-wide block would leave 56/28/14/7-wide rows entirely to a scalar
+    # tail. The last block of a row is computed whole (its extra lanes read the next row or the
+    # zeroed slack after the planes) and only its valid outputs are stored.
+    nv = max(1, min(4 if lanes > 1 else 8, -(-OW // lanes)))
     T = lanes * nv                                   # outputs per register block
+    slack = T + Wr                                   # the last block's reach past the last plane row
     weights = {f"{name}_w": np.ascontiguousarray(wc.reshape(g.M, taps))}
     x = X.c_expr(["fz_n", "fz_g * %d + fz_c" % g.Cg] + g.sp_index("fz_id", "fz_ih", "fz_iw"))
     load = lambda j: f"*(const {vt} *)(fz_s + {j * lanes})"  # noqa: E731
     accs = [f"fz_a{j}" for j in range(nv)]
-    epi = epilogue(["fz_n", "fz_oc"] + g.sp_index("fz_od", "fz_oh", "fz_ow"), "fz_v")
+    P = OD * OH * OW
+    # An epilogue that depends on the position only through its flat offset (an elementwise chain,
+    # see api._scoped) runs once per output plane, one long loop the compiler vectorizes, instead
+    # of once per row: 14- or 7-wide rows leave most of a vectorized SiLU to scalar remainders.
+    flat = bool(getattr(epilogue, "flat_spatial", False)) and g.spatial >= 2 and P <= 1 << 20
+    if flat:
+        epi = epilogue(["fz_n", "fz_oc"] + g.sp_index("0", "0", "fz_j"), "fz_v")
+        dst = f"fz_op + (fz_od * {OH} + fz_oh) * {OW} + fz_ow0"
+        row_epi = ""
+        plane_epi = f"""for (int64_t fz_j = 0; fz_j < {P}; fz_j++) {{
+                float fz_v = fz_op[fz_j] + fz_bias;
+{indent(epi, 16)}
+            }}"""
+    else:
+        epi = epilogue(["fz_n", "fz_oc"] + g.sp_index("fz_od", "fz_oh", "fz_ow"), "fz_v")
+        dst = "fz_row"
+        row_epi = f"""int64_t fz_nj = fzk_min({T}, {OW} - fz_ow0);
+                for (int64_t fz_j = 0; fz_j < fz_nj; fz_j++) {{
+                    int64_t fz_ow = fz_ow0 + fz_j; float fz_v = fz_row[fz_j] + fz_bias;
+{indent(epi, 20)}
+                }}"""
+        plane_epi = ""
     f = f"""{HEADERS}{vdef}
 struct {name}_task {{ const struct {name}_args *A; }};
 static void {name}_work(void *fz_arg, int64_t fz_it0, int64_t fz_it1) {{
     const struct {name}_args *A = ((const struct {name}_task *)fz_arg)->A;
-    float *fz_pl = fzk_alloc({g.Cg * plane});
+    float *fz_pl = fzk_alloc({g.Cg * plane + slack});
     float fz_row[{T}];
+    /* one output plane, row blocks stored whole: a block's lanes past the row end land on the
+       next row's start (rewritten by that row's blocks later) or in the slack */
+    float *fz_op = {"fzk_alloc(" + str(P + T) + ")" if flat else "fz_row"};
+    (void)fz_row; (void)fz_op;
+    for (int64_t fz_z = {g.Cg * plane}; fz_z < {g.Cg * plane + slack}; fz_z++) fz_pl[fz_z] = 0.0f;
     for (int64_t fz_it = fz_it0; fz_it < fz_it1; fz_it++) {{
         int64_t fz_g = fz_it % {g.G}, fz_n = fz_it / {g.G};
         /* the group's input planes, zero padded: X is read once per element */
@@ -224,41 +336,28 @@ static void {name}_work(void *fz_arg, int64_t fz_it0, int64_t fz_it1) {{
             const float *fz_w = A->{name}_w + fz_oc * {taps};
             float fz_bias = {bias_at("fz_oc")};
             for (int64_t fz_od = 0; fz_od < {OD}; fz_od++)
-            for (int64_t fz_oh = 0; fz_oh < {OH}; fz_oh++) {{
-                int64_t fz_ow0 = 0;
-                for (; fz_ow0 + {T} <= {OW}; fz_ow0 += {T}) {{
-                    {vt} {", ".join(a + " = {0}" for a in accs)};
-                    int64_t fz_t = 0;
-                    for (int64_t fz_c = 0; fz_c < {g.Cg}; fz_c++)
-                    for (int64_t fz_kd = 0; fz_kd < {KD}; fz_kd++)
-                    for (int64_t fz_kh = 0; fz_kh < {KH}; fz_kh++) {{
-                        const float *fz_r = fz_pl + ((fz_c * {Dp} + fz_od * {SD} + fz_kd * {DD}) * {Hp} + fz_oh * {SH} + fz_kh * {DH}) * {Wr} + fz_ow0;
-                        for (int64_t fz_kw = 0; fz_kw < {KW}; fz_kw++, fz_t++) {{
-                            const float *fz_s = fz_r + {_ph("fz_kw * " + str(DW), SW, Wq)};
-                            float fz_wt = fz_w[fz_t];
-                            {" ".join(f"{a} += fz_wt * {load(j)};" for j, a in enumerate(accs))}
-                        }}
-                    }}
-                    {" ".join(f"*({vt} *)(fz_row + {j * lanes}) = {a};" for j, a in enumerate(accs))}
-                    for (int64_t fz_j = 0; fz_j < {T}; fz_j++) {{
-                        int64_t fz_ow = fz_ow0 + fz_j; float fz_v = fz_row[fz_j] + fz_bias;
-{indent(epi, 24)}
+            for (int64_t fz_oh = 0; fz_oh < {OH}; fz_oh++)
+            for (int64_t fz_ow0 = 0; fz_ow0 < {OW}; fz_ow0 += {T}) {{
+                {vt} {", ".join(a + " = {0}" for a in accs)};
+                int64_t fz_t = 0;
+                for (int64_t fz_c = 0; fz_c < {g.Cg}; fz_c++)
+                for (int64_t fz_kd = 0; fz_kd < {KD}; fz_kd++)
+                for (int64_t fz_kh = 0; fz_kh < {KH}; fz_kh++) {{
+                    const float *fz_r = fz_pl + ((fz_c * {Dp} + fz_od * {SD} + fz_kd * {DD}) * {Hp} + fz_oh * {SH} + fz_kh * {DH}) * {Wr} + fz_ow0;
+                    for (int64_t fz_kw = 0; fz_kw < {KW}; fz_kw++, fz_t++) {{
+                        const float *fz_s = fz_r + {_ph("fz_kw * " + str(DW), SW, Wq)};
+                        float fz_wt = fz_w[fz_t];
+                        {" ".join(f"{a} += fz_wt * {load(j)};" for j, a in enumerate(accs))}
                     }}
                 }}
-                for (int64_t fz_ow = fz_ow0; fz_ow < {OW}; fz_ow++) {{
-                    float fz_v = fz_bias;
-                    int64_t fz_t = 0;
-                    for (int64_t fz_c = 0; fz_c < {g.Cg}; fz_c++)
-                    for (int64_t fz_kd = 0; fz_kd < {KD}; fz_kd++)
-                    for (int64_t fz_kh = 0; fz_kh < {KH}; fz_kh++)
-                    for (int64_t fz_kw = 0; fz_kw < {KW}; fz_kw++, fz_t++)
-                        fz_v += fz_w[fz_t] * fz_pl[((fz_c * {Dp} + fz_od * {SD} + fz_kd * {DD}) * {Hp} + fz_oh * {SH} + fz_kh * {DH}) * {Wr} + fz_ow + {_ph("fz_kw * " + str(DW), SW, Wq)}];
-{indent(epi, 20)}
-                }}
+                {{ float *fz_d = {dst}; {" ".join(f"*({vt} *)(fz_d + {j * lanes}) = {a};" for j, a in enumerate(accs))} }}
+                {row_epi}
             }}
+            {plane_epi}
         }}
     }}
     free(fz_pl);
+    {"free(fz_op);" if flat else ""}
 }}
 """
     body = f"{{ struct {name}_task fz_task = {{ A }}; fz_parallel_for({g.N * g.G}, {name}_work, &fz_task); }}\n"

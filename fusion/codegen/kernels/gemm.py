@@ -22,13 +22,16 @@ threads with fz_parallel_for. Per item:
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from fusion.codegen.cprint import fast_math
 from fusion.codegen.kernels.api import KernelCode
-from fusion.codegen.kernels.common import HEADERS, blocking, cdiv, decode, indent, micro_kernel, rup, tiles_name
+from fusion.codegen.kernels.common import (HEADERS, GemmShape, blocking, cdiv, decode, indent, micro_kernel, rup,
+                                           tiles_name)
 
 
 def pack_a_const(a: np.ndarray, mr: int) -> np.ndarray:
@@ -69,6 +72,37 @@ class Panel:
         return f"((uint64_t)({j}) / {self.nr} * {self.strip} + (uint64_t)({j}) % {self.nr})"
 
 
+def _c_fast_math(fn):
+    """The kernel is C that includes fz_runtime.h: the operand and epilogue callbacks
+    may print its vectorizable math functions (cprint.fast_math)."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with fast_math():
+            return fn(*args, **kwargs)
+    return wrapped
+
+
+def fit_columns(g: GemmShape, N: int, target) -> GemmShape:
+    """The micro-tile width (vectors per row, NV >= 2) that pads N to the fewest
+    columns, ties to the widest. Attention's head dims (26, 32, 64) fill a 3-vector
+    AVX-512 tile to 54-67% only, 2 vectors fill them to 81-100%: batched GEMMs ran
+    1.4-1.6x faster, N = 128 and 312 5-10%, measured on x86 AVX-512. With 4-lane
+    vectors (NEON) the blocking is left as it is: not measured on an ARM core.
+    MR is refitted to the registers left, NC rounded down to the new NR."""
+    if g.lanes < 8:
+        return g
+    regs = max(8, target.vector_registers)
+    best = min(range(g.nv, 1, -1), key=lambda nv: rup(N, g.lanes * nv), default=g.nv)
+    if best == g.nv:
+        return g
+    mr = max(1, min(8, (regs - best - 1) // best))
+    nr = g.lanes * best
+    mc = rup(g.mc, mr)
+    nc = max(nr, g.nc // nr * nr)
+    return GemmShape(g.lanes, best, mr, g.kc, mc, nc)
+
+
+@_c_fast_math
 def gemm(name: str, *, batch: list[int], M: int, N: int, K: int, target,
          epilogue: Callable[[list[str], str, str, str], str],
          a_const: np.ndarray | None = None, a_group: Callable[[list[str]], str] | None = None,
@@ -85,7 +119,7 @@ def gemm(name: str, *, batch: list[int], M: int, N: int, K: int, target,
     epilogue(bvars, m, n, acc) is C consuming one finished element; epilogue_row(bvars, m, row, n0, nlen),
     when given, replaces the per-element loop over a finished row: C consuming row[j] = out[m, n0 + j]
     for j < nlen (convolutions use it to walk output rows without dividing)."""
-    g = blocking(target, M, N, K)
+    g = fit_columns(blocking(target, M, N, K), N, target)
     mr, nr, kc, mc, nc = g.mr, g.nr, g.kc, g.mc, g.nc
     nbatch = int(np.prod(batch)) if batch else 1
     nm = cdiv(M, mc)
