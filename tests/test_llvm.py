@@ -166,6 +166,38 @@ def test_multithreaded_equals_single_threaded():
     mod.close()
 
 
+def _native_threads() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("Threads:"))
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="needs /proc (Linux)")
+def test_thread_pool_persists_between_blocks_and_runs_and_stops_on_close():
+    """The LLVM runtime's pool: workers start once, serve every parallel block of every run
+    (no thread per block), follow set_threads, and are joined by close()."""
+    nodes = [h.make_node("MatMul", ["x", "w"], ["m"]), h.make_node("Softmax", ["m"], ["s"], axis=-1),
+             h.make_node("MatMul", ["s", "w2"], ["z"])]
+    m = model(nodes, [("x", F, [256, 64])], [("z", F)], [const("w", W(64, 96)), const("w2", W(96, 32))])
+    g = fusion.load(m)
+    feeds = random_inputs(g)
+    base = _native_threads()
+    mod = llvm.compile(g, threads=3, profile_db=False)
+    assert sum(b["parallel"] for b in mod.report["block_schedules"]) >= 2
+    first = mod.run(feeds)["z"]
+    assert _native_threads() == base + 2
+    for _ in range(5):
+        np.testing.assert_array_equal(first, mod.run(feeds)["z"])
+    assert _native_threads() == base + 2          # the same workers, not new ones per block
+    mod.set_threads(1)
+    np.testing.assert_array_equal(first, mod.run(feeds)["z"])
+    mod.set_threads(4)
+    np.testing.assert_array_equal(first, mod.run(feeds)["z"])
+    assert _native_threads() == base + 3
+    assert compare({"z": first}, run_onnxruntime(g, feeds)).ok
+    mod.close()
+    assert _native_threads() == base
+
+
 def test_outputs_that_are_inputs_or_constants():
     m = model([h.make_node("Relu", ["x"], ["z"]), h.make_node("Identity", ["c"], ["k"])],
               [("x", F, [4])], [("z", F), ("x", F), ("k", F)], [const("c", W(3))])

@@ -65,3 +65,17 @@ def test_bench_json(onnx_file, capsys):
 def test_targets(capsys):
     assert main(["targets"]) == 0
     assert "android-arm64" in capsys.readouterr().out
+
+
+def test_bench_llvm_backend_reports_all_three(onnx_file, capsys):
+    """`fusion bench --backend llvm`: onnxruntime, the LLVM JIT and the C backend, timed
+    alternately on the same inputs, each checked against onnxruntime."""
+    pytest.importorskip("llvmlite")
+    assert main(["bench", onnx_file, "--shape", "batch=4", "--backend", "llvm", "--runs", "3", "--threads", "2",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["threads"] == 2 and out["llvm_ok"] is True and out["c_ok"] is True
+    assert out["onnxruntime_ms"] > 0 and out["llvm_ms"] > 0 and out["c_ms"] > 0 and "load_average" in out
+    assert main(["bench", onnx_file, "--shape", "batch=4", "--backend", "llvm", "--runs", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "onnxruntime" in text and "llvm JIT" in text and "| C " in text and "matches" in text

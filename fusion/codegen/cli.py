@@ -9,10 +9,19 @@ from fusion.cliutil import Progress, add_model_arguments, load_model, print_json
 
 def register(sub) -> None:
     p = sub.add_parser("compile", help="compile a model to a native library (model.c, model.h, weights.bin, "
-                                       "libmodel.so, report.json)")
+                                       "libmodel.so, report.json, USAGE.md)")
     add_model_arguments(p)
     _common(p)
     p.add_argument("-o", "--output", default="build", metavar="DIR", help="output directory (default: build)")
+    p.add_argument("--emit", default="so,c", metavar="KINDS",
+                   help="what to write, comma-separated (default so,c): so = libmodel.so + model.h + weights.bin "
+                        "+ USAGE.md + JNI glue; c = model.c and everything to rebuild it (CMakeLists.txt, no "
+                        "compiler needed); llvm, asm, obj = the LLVM backend's model.ll / model.s / model.o "
+                        "(own weights.bin and layout.json; not combinable with so/c)")
+    p.add_argument("--api-level", type=int, default=None, metavar="N",
+                   help="android-arm64: the lowest Android API level the library must load on (default 24)")
+    p.add_argument("--jni-class", default=None, metavar="PKG.CLASS",
+                   help="the Java/Kotlin class the generated JNI glue binds to (default com.example.fusion.FusionModel)")
     p.add_argument("--json", action="store_true", help="print report.json")
     p.set_defaults(func=cmd_compile)
 
@@ -78,11 +87,11 @@ class BlockProgress:
             self.p.done(msg)
 
 
-def compile_args(args, graph, out_dir=None):
+def compile_args(args, graph, out_dir=None, target=None, use_cache: bool = True):
     from fusion.codegen.driver import compile as fz_compile
     prog = BlockProgress(f"compiling {args.model}")
-    mod = fz_compile(graph, target=args.target, threads=args.threads, out_dir=out_dir,
-                     rewrite=not args.no_rewrite, progress=prog)
+    mod = fz_compile(graph, target=target or args.target, threads=args.threads, out_dir=out_dir,
+                     rewrite=not args.no_rewrite, progress=prog, use_cache=use_cache)
     prog.done(f"{mod.report['compile_seconds']['total']:.2f} s")
     return mod
 
@@ -117,18 +126,112 @@ def gpu_target(args):
     return t if t.kind == "gpu" else None
 
 
+EMIT_C, EMIT_LLVM = ("so", "c"), ("llvm", "asm", "obj")
+
+
+def parse_emit(text: str) -> list[str]:
+    from fusion.errors import FusionError
+    kinds = [k.strip() for k in (text or "").split(",") if k.strip()]
+    bad = [k for k in kinds if k not in EMIT_C + EMIT_LLVM]
+    if bad or not kinds:
+        raise FusionError(f"--emit {text!r}: choose from so, c, llvm, asm, obj (comma-separated)")
+    if any(k in EMIT_C for k in kinds) and any(k in EMIT_LLVM for k in kinds):
+        raise FusionError(f"--emit {text}: {'/'.join(k for k in kinds if k in EMIT_LLVM)} come from the LLVM "
+                          f"backend, whose weights.bin differs from the C library's; write them to another "
+                          f"directory (a second `fusion compile --emit {','.join(k for k in kinds if k in EMIT_LLVM)} "
+                          f"-o DIR2`)")
+    return list(dict.fromkeys(kinds))
+
+
+def compile_target(args):
+    """The Target of `fusion compile`, with --api-level applied (Android targets only)."""
+    from fusion.errors import FusionError
+    from fusion.targets import get_target
+    t = get_target(args.target)
+    api = getattr(args, "api_level", None)
+    if api is None:
+        return t
+    if t.name != "android-arm64":
+        raise FusionError(f"--api-level applies to --target android-arm64 (got --target {t.name})")
+    if not 21 <= api <= 40:
+        raise FusionError(f"--api-level {api}: 64-bit ARM Android starts at API 21; give a level from 21 to 40")
+    return get_target(t.name, api_level=api, triple=f"aarch64-linux-android{api}")
+
+
 def cmd_compile(args) -> int:
+    from fusion.errors import FusionError
+    kinds = parse_emit(args.emit)
     if gpu_target(args) is not None:
+        if kinds != ["so", "c"] or args.api_level is not None or args.jni_class is not None:
+            raise FusionError(f"--target {args.target} writes model.cl and its OpenCL host library; --emit, "
+                              f"--api-level and --jni-class apply to the CPU targets")
         return cmd_compile_gpu(args)
+    t = compile_target(args)
+    from fusion.device import android
+    jni_class = args.jni_class or android.DEFAULT_JNI_CLASS
+    android.check_jni_class(jni_class)   # before minutes of compiling
     g = load_model(args)
     out = os.path.abspath(args.output)
-    mod = compile_args(args, g, out_dir=out)
+    if kinds[0] in EMIT_LLVM:
+        return _compile_llvm(args, g, t, kinds, out)
+    opaque: list[str] = []
+    if "so" in kinds:
+        # The cache keys of fusion.codegen.build do not include the API level: bypass them for non-default levels.
+        mod = compile_args(args, g, out_dir=out, target=t, use_cache=args.api_level in (None, 24))
+        report = mod.report
+        if "c" in kinds:
+            from fusion.codegen.driver import copy_opaque_sources
+            opaque = copy_opaque_sources(*mod.opaque_sources, out)
+        else:
+            for f in ("model.c", "fz_runtime.h"):
+                if os.path.exists(os.path.join(out, f)):
+                    os.remove(os.path.join(out, f))
+    else:
+        from fusion.codegen.driver import emit_sources
+        prog = BlockProgress(f"generating C for {args.model}")
+        report = emit_sources(g, t, out, rewrite=not args.no_rewrite, progress=prog)
+        prog.done(f"{report['compile_seconds']['total']:.2f} s")
+        opaque = sorted(f"opaque/{f}" for f in os.listdir(os.path.join(out, "opaque")) if f.endswith(".c")) \
+            if os.path.isdir(os.path.join(out, "opaque")) else []
+    files = [f for f in ("libmodel.so", "model.h", "weights.bin", "model.c", "fz_runtime.h", "report.json")
+             if os.path.exists(os.path.join(out, f))]
+    if "c" in kinds:
+        files += android.write_build_files(out, t, opaque)
+    # The user's name for the model (exporters often call every graph "main_graph").
+    shown = dict(report, model=args.model if args.model.startswith("zoo:") else os.path.basename(args.model))
+    files += android.write_jni(out, shown, t, jni_class)
+    android.write_usage(out, shown, t, files, jni_class, opaque)
+    files.append("USAGE.md")
+    if opaque:
+        files.append("opaque/")
+    report = dict(report, files=files, emit=kinds, api_level=t.api_level or None)
     if args.json:
-        print_json(mod.report)
+        print_json(report)
         return 0
-    for line in summary_lines(mod.report):
+    for line in summary_lines(report):
         print(line)
-    print(f"wrote {out}/: model.c, model.h, weights.bin, libmodel.so, report.json")
+    print(f"wrote {out}/: {', '.join(files)}")
+    return 0
+
+
+def _compile_llvm(args, g, t, kinds, out) -> int:
+    import json
+    from fusion.codegen.llvm.emitobj import emit_kinds
+    from fusion.device import android
+    outs = emit_kinds(g, t, kinds, out_dir=out, rewrite=not args.no_rewrite)
+    with open(os.path.join(out, "layout.json")) as f:
+        layout = json.load(f)
+    layout["model"] = args.model if args.model.startswith("zoo:") else os.path.basename(args.model)
+    android.write_llvm_usage(out, t, layout, kinds)
+    names = {"llvm": "model.ll", "asm": "model.s", "obj": "model.o"}
+    files = [names[k] for k in kinds] + ["weights.bin", "layout.json", "USAGE.md"]
+    if args.json:
+        print_json({"target": t.name, "triple": t.triple, "emit": kinds, "files": files,
+                    "bytes": {names[k]: len(v) for k, v in outs.items()}, "arena_bytes": layout["arena_bytes"]})
+        return 0
+    print(f"{g.name}: LLVM backend for {t.name} ({t.triple}): " +
+          ", ".join(f"{names[k]} {len(v):,} bytes" for k, v in outs.items()))
+    print(f"wrote {out}/: {', '.join(files)}")
     return 0
 
 
@@ -221,14 +324,16 @@ def cmd_bench(args) -> int:
     from fusion.codegen.bench import bench_model, format_bench
     if args.backend == "llvm":
         from fusion.codegen.llvm.bench import bench as llvm_bench
-        res = llvm_bench(args.model, threads=args.threads or 1, runs=args.runs)
+        from fusion.cliutil import parse_shape_flags
+        res = llvm_bench(args.model, threads=args.threads or 1, runs=args.runs,
+                         shapes=parse_shape_flags(getattr(args, "shape", None)) or None)
         if args.json:
             print_json(res)
         else:
             print(f"{res['model']}, {res['threads']} thread(s), median of {res['runs']}: onnxruntime "
                   f"{res['onnxruntime_ms']} ms | llvm JIT {res['llvm_ms']} ms ({'matches' if res['llvm_ok'] else 'DIFFERS'})"
                   + (f" | C {res['c_ms']} ms ({'matches' if res['c_ok'] else 'DIFFERS'})" if 'c_ms' in res else
-                     f" | C: {res.get('c_error', '-')}"))
+                     f" | C: {res.get('c_error', '-')}") + f" (alternated; load average {res['load_average']})")
         return 0
     if gpu_target(args) is not None:
         from fusion.codegen.opencl import tools

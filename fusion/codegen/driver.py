@@ -38,21 +38,9 @@ def load_graph(model, shapes=None) -> Graph:
     return fusion.load(model, shapes=shapes)
 
 
-def compile(model, target: str | Target = "host", threads: int | None = None, *, plan=None,
-            out_dir: str | None = None, rewrite: bool = True, profile_db=None, shapes=None,
-            progress=None, use_cache: bool = True, profile: bool = False,
-            cflags: list[str] | None = None) -> "CompiledModel":
-    """Compile a model for `target` (only "host" runs in this process).
-
-    model: a fusion Graph, an ONNX path, bytes, or 'zoo:NAME[:small]'.
-    plan: a ready Plan for exactly this graph (then no rewrite, no planning).
-    out_dir: where model.c, model.h, weights.bin, libmodel.so, report.json go
-    (default: a directory in the compile cache keyed by the sources)."""
+def _generate(model, t: Target, plan, rewrite: bool, profile_db, shapes, progress):
+    """Rewrite, plan and emit the C sources: (graph, plan, artifact, emitter, notes, plan s, codegen s)."""
     t_start = time.perf_counter()
-    t = target if isinstance(target, Target) else get_target(target)
-    if t.kind != "cpu":
-        raise FusionError(f"target '{t.name}' is a GPU target; the C code generator builds CPU libraries "
-                          f"(host, linux-arm64, android-arm64)")
     notes: list[str] = []
     graph = load_graph(model, shapes)
     if plan is None:
@@ -65,14 +53,75 @@ def compile(model, target: str | Target = "host", threads: int | None = None, *,
     t_plan = time.perf_counter()
     em = ModelEmitter(graph, plan, t)
     art = em.emit(progress=progress)
-    t_gen = time.perf_counter()
+    return graph, plan, art, em, notes, t_plan - t_start, time.perf_counter() - t_plan
+
+
+def _cpu_target(target: str | Target) -> Target:
+    t = target if isinstance(target, Target) else get_target(target)
+    if t.kind != "cpu":
+        raise FusionError(f"target '{t.name}' is a GPU target; the C code generator builds CPU libraries "
+                          f"(host, linux-arm64, android-arm64)")
+    return t
+
+
+def emit_sources(model, target: str | Target = "host", out_dir: str = "build", *, rewrite: bool = True,
+                 profile_db=None, shapes=None, progress=None) -> dict:
+    """Write the C sources of a model without compiling them (`fusion compile --emit c`):
+    model.c, model.h, fz_runtime.h, weights.bin, the opaque-op kernels it needs under
+    opaque/, report.json. Needs no C compiler; returns the report."""
+    t_start = time.perf_counter()
+    t = _cpu_target(target)
+    graph, plan, art, em, notes, s_plan, s_gen = _generate(model, t, None, rewrite, profile_db, shapes, progress)
+    from fusion.codegen.build import write_sources
+    write_sources(art, out_dir)
+    copy_opaque_sources(art.extra_sources, art.include_dirs, out_dir)
+    report = make_report(graph, plan, art, em, seconds={
+        "plan": round(s_plan, 3), "codegen": round(s_gen, 3), "cc": 0.0,
+        "total": round(time.perf_counter() - t_start, 3)}, cache_hit=False, notes=notes)
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+def copy_opaque_sources(extra_sources: list[str], include_dirs: list[str], out_dir: str) -> list[str]:
+    """The hand-written opaque-op kernels (NMS, TopK, ...) a model links, copied to out_dir/opaque/ so the
+    directory alone rebuilds the library (the NDK recipe in USAGE.md). Returns their paths
+    relative to out_dir."""
+    if not extra_sources:
+        return []
+    dst = os.path.join(out_dir, "opaque")
+    os.makedirs(dst, exist_ok=True)
+    rel = []
+    for d in include_dirs:
+        for name in sorted(os.listdir(d)):
+            if name.endswith(".h"):
+                shutil.copy(os.path.join(d, name), os.path.join(dst, name))
+    for src in extra_sources:
+        shutil.copy(src, os.path.join(dst, os.path.basename(src)))
+        rel.append(f"opaque/{os.path.basename(src)}")
+    return rel
+
+
+def compile(model, target: str | Target = "host", threads: int | None = None, *, plan=None,
+            out_dir: str | None = None, rewrite: bool = True, profile_db=None, shapes=None,
+            progress=None, use_cache: bool = True, profile: bool = False,
+            cflags: list[str] | None = None) -> "CompiledModel":
+    """Compile a model for `target` (only "host" runs in this process).
+
+    model: a fusion Graph, an ONNX path, bytes, or 'zoo:NAME[:small]'.
+    plan: a ready Plan for exactly this graph (then no rewrite, no planning).
+    out_dir: where model.c, model.h, weights.bin, libmodel.so, report.json go
+    (default: a directory in the compile cache keyed by the sources)."""
+    t_start = time.perf_counter()
+    t = _cpu_target(target)
+    graph, plan, art, em, notes, s_plan, s_gen = _generate(model, t, plan, rewrite, profile_db, shapes, progress)
     from fusion.toolchain import source_digest
     from fusion.codegen.build import RUNTIME_DIR
     with open(os.path.join(RUNTIME_DIR, "fz_runtime.h")) as f:
         runtime = f.read()
     # Everything the library depends on: its source, weights, runtime header, flags, target.
     key = source_digest(art.c_source, art.weights[:64], runtime, "profile" if profile else "",
-                        " ".join(cflags or []), t.name, *[open(x).read() for x in art.extra_sources])
+                        " ".join(cflags or []), t.name, t.triple, *[open(x).read() for x in art.extra_sources])
     explicit = out_dir is not None
     if not explicit:
         out_dir = os.path.join(os.path.dirname(cache_dir()), "models", key)
@@ -83,17 +132,21 @@ def compile(model, target: str | Target = "host", threads: int | None = None, *,
         if not explicit and os.path.exists(out_dir):
             shutil.rmtree(out_dir, ignore_errors=True)
         lib, compile_s, hit = build(art, out_dir, t, use_cache=use_cache, profile=profile, cflags=cflags)
-        open(os.path.join(out_dir, "ok"), "w").close()
+        if not explicit:   # the cache's completeness mark; a user's directory gets only the artifact
+            open(os.path.join(out_dir, "ok"), "w").close()
     report = make_report(graph, plan, art, em, seconds={
-        "plan": round(t_plan - t_start, 3), "codegen": round(t_gen - t_plan, 3),
+        "plan": round(s_plan, 3), "codegen": round(s_gen, 3),
         "cc": round(compile_s, 3), "total": round(time.perf_counter() - t_start, 3)}, cache_hit=hit, notes=notes)
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
     if t.name != "host":
         return CrossCompiledModel(lib, os.path.join(out_dir, "weights.bin"), art.inputs, art.outputs, report,
-                                  threads, plan=plan, c_source=art.c_source, target=t)
-    return CompiledModel(lib, os.path.join(out_dir, "weights.bin"), art.inputs, art.outputs, report, threads,
-                         plan=plan, c_source=art.c_source)
+                                  threads, plan=plan, c_source=art.c_source, target=t,
+                                  opaque_sources=(art.extra_sources, art.include_dirs))
+    mod = CompiledModel(lib, os.path.join(out_dir, "weights.bin"), art.inputs, art.outputs, report, threads,
+                        plan=plan, c_source=art.c_source)
+    mod.opaque_sources = (art.extra_sources, art.include_dirs)
+    return mod
 
 
 def make_report(graph, plan, art: Artifact, em, seconds: dict, cache_hit: bool, notes: list[str]) -> dict:
@@ -117,6 +170,9 @@ def make_report(graph, plan, art: Artifact, em, seconds: dict, cache_hit: bool, 
 
 class CompiledModel:
     """A loaded libmodel.so. `run(feeds)` checks names, shapes and dtypes."""
+
+    # (C files, include dirs) of the opaque-op kernels linked in, when compiled in this process
+    opaque_sources: tuple[list[str], list[str]] = ([], [])
 
     def __init__(self, lib_path: str, weights_path: str, inputs, outputs, report: dict,
                  threads: int | None = None, plan=None, c_source: str = ""):
@@ -225,8 +281,9 @@ class CrossCompiledModel(CompiledModel):
     here; `run` goes through fusion.device (qemu-user for linux-arm64)."""
 
     def __init__(self, lib_path, weights_path, inputs, outputs, report, threads=None, plan=None, c_source="",
-                 target=None):
+                 target=None, opaque_sources=([], [])):
         self.lib_path, self.weights_path = lib_path, weights_path
+        self.opaque_sources = opaque_sources
         self.plan, self.report = plan, report
         self.inputs, self.outputs = inputs, outputs
         self.c_source = c_source

@@ -69,8 +69,13 @@ def export_script() -> str:
 
 
 def _cpu_flags(t: Target, compiler: str) -> list[str]:
-    flags = [f"-mcpu={t.cpu}"] if t.cpu not in ("", "generic", "native") else []
-    return flags
+    """ARMv8.0-A code tuned for the target's CPU. Android's arm64-v8a ABI (and boards like the
+    Raspberry Pi 4) promise only ARMv8.0: -mcpu=cortex-a76 would let the compiler emit ARMv8.1
+    LSE atomics (ldaddal, in the thread pool) and ARMv8.2 instructions, which stop the app with
+    SIGILL on Cortex-A53/A72/A73 phones. NEON is part of ARMv8.0, so the vector code is unchanged."""
+    if t.cpu in ("", "generic", "native"):
+        return ["-march=armv8-a"]
+    return ["-march=armv8-a", f"-mtune={t.cpu}"]
 
 
 def android_stub_dir(api_level: int) -> str:

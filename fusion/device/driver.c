@@ -24,7 +24,7 @@ typedef const char *(*name_fn)(int);
 typedef int (*int_fn)(int);
 typedef const int64_t *(*shape_fn)(int);
 typedef void (*threads_fn)(void *, int);
-typedef int (*actual_fn)(void *, int, int64_t *);
+typedef const int64_t *(*actual_fn)(void *, int);
 
 static void *lib;
 static void *sym(const char *name, int required) {
@@ -41,6 +41,16 @@ static size_t dtype_size(int t) {
     case 4: case 5: case 10: case 16: return 2;
     default: return 0;
     }
+}
+
+/* The leading corner `shp` of a tensor laid out with the strides of `cap` (a data-dependent
+ * output), written densely to f. */
+static void write_corner(FILE *f, const char *p, const int64_t *cap, const int64_t *shp, int rank, size_t elem) {
+    if (rank == 0) { fwrite(p, 1, elem, f); return; }
+    size_t stride = elem;
+    for (int d = 1; d < rank; d++) stride *= (size_t)cap[d];
+    if (rank == 1) { fwrite(p, 1, (size_t)shp[0] * elem, f); return; }
+    for (int64_t i = 0; i < shp[0]; i++) write_corner(f, p + (size_t)i * stride, cap + 1, shp + 1, rank - 1, elem);
 }
 
 static double now_ms(void) {
@@ -115,16 +125,15 @@ int main(int argc, char **argv) {
     }
     printf("{\"outputs\": [");
     for (int k = 0; k < no; k++) {
-        int64_t shp[16]; int rank = out_rank(k);
-        for (int d = 0; d < rank && d < 16; d++) shp[d] = out_shape(k)[d];
-        if (actual_shape) actual_shape(ctx, k, shp);
-        size_t n = dtype_size(out_dtype(k));
-        for (int d = 0; d < rank; d++) n *= (size_t)shp[d];
-        if (n > out_bytes[k]) n = out_bytes[k];
+        int64_t shp[16], cap[16]; int rank = out_rank(k);
+        for (int d = 0; d < rank && d < 16; d++) shp[d] = cap[d] = out_shape(k)[d];
+        const int64_t *act = actual_shape ? actual_shape(ctx, k) : NULL;
+        for (int d = 0; act && d < rank && d < 16; d++) shp[d] = act[d] < cap[d] ? act[d] : cap[d];
         char path[4096]; snprintf(path, sizeof path, "%s/out%d.bin", outdir, k);
         FILE *f = fopen(path, "wb");
         if (!f) { fprintf(stderr, "fz_driver: cannot write %s\n", path); return 2; }
-        fwrite(outs[k], 1, n, f); fclose(f);
+        write_corner(f, (const char *)outs[k], cap, shp, rank, dtype_size(out_dtype(k)));
+        fclose(f);
         printf("%s{\"name\": \"%s\", \"dtype\": %d, \"shape\": [", k ? ", " : "", out_name(k), out_dtype(k));
         for (int d = 0; d < rank; d++) printf("%s%lld", d ? ", " : "", (long long)shp[d]);
         printf("]}");

@@ -26,8 +26,14 @@ KINDS = ("llvm", "asm", "obj")
 
 
 def emit(model, target: str | Target = "host", kind: str = "obj", out_dir: str | None = None, **kwargs):
-    if kind not in KINDS:
-        raise UnsupportedOpError(f"--emit {kind}: the LLVM backend writes one of {', '.join(KINDS)}")
+    return emit_kinds(model, target, [kind], out_dir, **kwargs)[kind]
+
+
+def emit_kinds(model, target: str | Target = "host", kinds=("obj",), out_dir: str | None = None, **kwargs) -> dict:
+    """Several of llvm/asm/obj from one program build and one O3 run: kind -> text or bytes."""
+    for kind in kinds:
+        if kind not in KINDS:
+            raise UnsupportedOpError(f"--emit {kind}: the LLVM backend writes one of {', '.join(KINDS)}")
     t = target if isinstance(target, Target) else get_target(target)
     tm = machine.target_machine(t)   # refuses GPU targets before any work
     prog, _ = build_program(model, t, **kwargs)
@@ -36,18 +42,20 @@ def emit(model, target: str | Target = "host", kind: str = "obj", out_dir: str |
         node = host[0].block.nodes[0]
         raise UnsupportedOpError(f"{node.label()}: op '{node.op}' runs as a host step (numpy) in the LLVM backend, "
                                  f"which an object file cannot carry; build this model with the C backend "
-                                 f"(fusion compile --target {t.name})")
+                                 f"(fusion compile --target {t.name} --emit so)")
     mod = machine.parse(prog.ir_text, tm)
     machine.optimize(mod, tm)
-    if kind == "llvm":
-        out = str(mod)
-    elif kind == "asm":
-        out = tm.emit_assembly(mod)
-    else:
-        out = tm.emit_object(mod)
-    if out_dir is not None:
-        write(out_dir, prog, t, kind, out)
-    return out
+    outs = {}
+    for kind in kinds:
+        if kind == "llvm":
+            outs[kind] = str(mod)
+        elif kind == "asm":
+            outs[kind] = tm.emit_assembly(mod)
+        else:
+            outs[kind] = tm.emit_object(mod)
+        if out_dir is not None:
+            write(out_dir, prog, t, kind, outs[kind])
+    return outs
 
 
 def write(out_dir: str, prog: Program, t: Target, kind: str, out) -> str:

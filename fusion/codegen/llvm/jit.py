@@ -17,6 +17,7 @@ from fusion.codegen.llvm.model import HostStep, Program, Segment, build_program
 
 _SEG = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 _SET_THREADS = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)
+_SHUTDOWN = ctypes.CFUNCTYPE(None)
 
 
 @functools.cache
@@ -65,6 +66,8 @@ class JITModel:
         self._segs = {s.name: _SEG(self._engine.get_function_address(s.name))
                       for s in prog.steps if isinstance(s, Segment)}
         self._set_threads = _SET_THREADS(self._engine.get_function_address("fz_set_threads"))
+        addr = self._engine.get_function_address("fz_pool_shutdown")
+        self._shutdown = _SHUTDOWN(addr) if addr else (lambda: None)
         self._weights = _aligned(len(prog.weights))
         self._weights[:] = np.frombuffer(prog.weights, np.uint8)
         self._arena = _aligned(prog.arena_bytes)
@@ -188,6 +191,9 @@ class JITModel:
         return self.program.names[id(v)]
 
     def close(self) -> None:
+        # The pool's workers run code inside the engine: join them before it is freed.
+        if getattr(self, "_engine", None) is not None:
+            self._shutdown()
         self._engine = None
         self._segs = {}
 

@@ -28,6 +28,11 @@ def target_machine(target: Target | str, jit: bool = False) -> llvm.TargetMachin
     if t.name == "host":
         triple = llvm.get_process_triple()
         cpu, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+    elif t.arch == "aarch64":
+        # ARMv8.0-A, as the C backend's cross builds (fusion/device/cross.py): arm64-v8a devices
+        # need not have the v8.1/v8.2 extensions (LSE atomics, dot product) the target's cpu has.
+        triple, cpu = t.triple, "generic"
+        features = ",".join(f for f in t.features.split(",") if f in ("+neon", "+fp-armv8")) or "+neon,+fp-armv8"
     else:
         triple, cpu, features = t.triple, t.cpu, t.features
     try:
