@@ -91,9 +91,9 @@ def host() -> Target:
 _TARGETS = {
     "android-arm64": Target(
         name="android-arm64", kind="cpu", triple="aarch64-linux-android24", arch="aarch64", cpu="cortex-a76",
-        features="+neon,+fp-armv8,+dotprod", vector_bits=128, vector_registers=32, cores=8,
+        features="+neon,+fp-armv8", vector_bits=128, vector_registers=32, cores=8,
         l1_bytes=64 * 1024, l2_bytes=256 * 1024, l3_bytes=4 * 1024 * 1024, os="android", api_level=24,
-        doc="Android phones, ARMv8.2-A big cores (Snapdragon 8xx / Exynos class); libmodel.so linked with ld.lld"),
+        doc="Android phones (arm64-v8a): ARMv8.0-A code tuned for Cortex-A76 big cores; libmodel.so linked with ld.lld"),
     "linux-arm64": Target(
         name="linux-arm64", kind="cpu", triple="aarch64-linux-gnu", arch="aarch64", cpu="cortex-a76",
         features="+neon,+fp-armv8", vector_bits=128, vector_registers=32, cores=4,

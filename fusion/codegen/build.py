@@ -61,6 +61,18 @@ def cached_objects(sources: list[str], include_dirs: list[str], target: Target) 
     return objs
 
 
+def _build_rules() -> str:
+    """The cross builds' flags live in fusion/device/cross.py: its text is part
+    of the cache key, so changing a flag there (e.g. the ARM CPU baseline)
+    never hands back a library built with the old flags."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "device", "cross.py")
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def build(art, out_dir: str, target: Target, use_cache: bool = True, profile: bool = False,
           cflags: list[str] | None = None) -> tuple[str, float, bool]:
     """Write the sources and build libmodel.so in out_dir. Returns (library path,
@@ -76,7 +88,9 @@ def build(art, out_dir: str, target: Target, use_cache: bool = True, profile: bo
         with open(s, "rb") as f:
             extra_text.append(f.read())
     key = source_digest(art.c_source, art.header, open(os.path.join(RUNTIME_DIR, "fz_runtime.h")).read(),
-                        *extra_text, " ".join(f for f in flags if not f.startswith("-I")), target.name, target.cpu, host_cc())
+                        *extra_text, " ".join(f for f in flags if not f.startswith("-I")), target.name, target.cpu,
+                        str(getattr(target, "triple", "")), str(getattr(target, "api_level", "")), _build_rules(),
+                        host_cc())
     cached = os.path.join(cache_dir(), key + ".so") if use_cache else None
     if cached and os.path.exists(cached):
         shutil.copy(cached, lib)
