@@ -22,6 +22,8 @@ from fusion.codegen.loops import Function, Let, Loop
 from fusion.codegen.memory import ALIGN, Interval, align, naive_bytes, plan_memory
 from fusion.codegen.opencl.clprint import PRELUDE, KernelPrinter, Place, intrinsic_defines
 
+DIMS = "fz_dims"   # the lowering's array of run-time sizes (int64), device storage "D"
+
 
 @dataclass
 class KernelStep:
@@ -49,6 +51,7 @@ class HostStep:
     writes: list[str]
     consts: dict              # value name -> array for constant inputs
     names: dict               # id(value) -> buffer name
+    reason: str = ""          # why a non-opaque block runs here (the lowering refused it)
 
 
 @dataclass
@@ -65,8 +68,11 @@ class Program:
     tail: list                              # (output index, kind, source) for outputs no step writes
     fp16: bool = False
     kernel_args_max: int = 0
-    dyn: dict = field(default_factory=dict)      # kernel argument (fz_dyn_*) -> (sympy symbol name, bound)
+    dyn: dict = field(default_factory=dict)      # kernel argument (fz_dyn_*) -> (sympy formula, bound)
     shapes: dict = field(default_factory=dict)   # buffer name -> symbolic shape (run-time dims)
+    values: dict = field(default_factory=dict)   # buffer name -> graph Value (block-by-block checks)
+    names_of_outputs: list = field(default_factory=list)   # buffer name of each graph output (or None)
+    dim_slots: list = field(default_factory=list)   # formula (sympy) of each element of the fz_dims buffer (D)
 
 
 def widen_ndrange(fn: Function) -> Function:
@@ -88,6 +94,10 @@ def widen_ndrange(fn: Function) -> Function:
 class OpenCLEmitter(ModelEmitter):
     """ModelEmitter without the CPU fast kernels and C calls for opaque ops."""
 
+    # Kernels may read run-time sizes (fz_dims, storage D) and take formulas of
+    # them as loop extents: the runtime keeps both current (runtime.py).
+    dims_in_kernels = True
+
     def __init__(self, graph, plan, target, fp16: bool = False, tiled_gemm: bool = True):
         super().__init__(graph, plan, target)
         self.fp16, self.tiled_gemm = fp16, tiled_gemm
@@ -103,7 +113,17 @@ class OpenCLEmitter(ModelEmitter):
         dynamic = [v for v in touched.values() if v.shape is not None and not v.is_static]
         if dynamic:
             # Capacity layout, run-time extents as kernel arguments (ModelEmitter's rule).
-            return self._lower_dynamic(b, outs, dynamic)
+            try:
+                return self._lower_dynamic(b, outs, dynamic)
+            except UnsupportedOpError as e:
+                # The shared lowering cannot index this block over run-time sizes (a
+                # Transpose of NonZero's output, an extent like Min(200, k)): it is
+                # small post-processing between opaque ops, so the host runs it.
+                step = self.host_fallback(b, outs)
+                if step is None:
+                    raise
+                step.reason = str(e)
+                return step
         groups: dict[int, list[Value]] = {}
         for v in outs:
             groups.setdefault(int(np.prod(self.shape_of(v))), []).append(v)
@@ -118,15 +138,26 @@ class OpenCLEmitter(ModelEmitter):
                for k, grp in enumerate(groups.values())]
         return fns[0] if len(fns) == 1 else fns
 
+    def host_fallback(self, b: Block, outs: list[Value]) -> HostStep | None:
+        """A HostStep for a block the kernel lowering refused, or None when the
+        host cannot run it either (no reference, or a size with no bound)."""
+        try:
+            return self.host_block(b, outs)
+        except UnsupportedOpError:
+            return None
+
     def host_block(self, b: Block, outs: list[Value]) -> HostStep:
-        for v in b.inputs + outs:
-            if v.shape is None:
-                raise UnsupportedOpError(f"{b.nodes[0].label()}: {v.name} has no known shape")
-        if any(not v.is_static for v in outs):
-            self._define_dims(b)
         for n in b.nodes:
-            if n.opdef is None or n.opdef.reference is None or n.opdef.needs_env:
+            if n.opdef is None or n.opdef.reference is None:
                 raise UnsupportedOpError(f"{n.label()}: op '{n.op}' has no reference to run as a host step")
+        if any(v.shape is None or not v.is_static for v in outs):
+            # Bounds where a capacity rule knows them; a size without one is fine as
+            # long as only host steps read the value (program() keeps it on the host)
+            # and fails there, naming the value, when a kernel needs it.
+            try:
+                self._define_dims(b)
+            except FusionError:   # no capacity rule (UnsupportedOpError) or none that applies (ShapeError)
+                pass
         names = {}
         consts = {}
         reads = []
@@ -144,10 +175,27 @@ class OpenCLEmitter(ModelEmitter):
         return HostStep(b, reads, writes, consts, names)
 
     def _define_dims(self, b: Block) -> None:
-        """Bounds of the run-time dims an opaque op decides (NMS: boxes kept),
-        from the same capacity rule as its C kernel."""
+        """Bounds of the run-time dims the block's ops decide (NMS: boxes kept),
+        from the same capacity rule as their C kernels. Dims that are
+        expressions of known sizes (Min(200, k)) need no rule."""
         import sympy
-        node = b.nodes[0]
+        for node in b.nodes:
+            new = [d for v in node.outputs if v is not None and v.shape is not None for d in v.shape
+                   if not isinstance(d, (int, np.integer)) and isinstance(sympy.sympify(d), sympy.Symbol)
+                   and str(sympy.sympify(d)) not in self.dyn]
+            if new:
+                self._define_node_dims(node)
+
+    def _define_node_dims(self, node) -> None:
+        import sympy
+        if node.op == "If" and hasattr(self, "shape_of_deferred"):
+            # the larger branch capacity (the C emitter's rule for If outputs)
+            branches = [node.attrs["then_branch"], node.attrs["else_branch"]]
+            for j, v in enumerate(node.outputs):
+                for d, dim in enumerate(v.shape or ()):
+                    if not isinstance(dim, (int, np.integer)) and isinstance(sympy.sympify(dim), sympy.Symbol):
+                        self.define_dim(dim, max(self.shape_of_deferred(sg.outputs[j], d, sg) for sg in branches))
+            return
         dyn_ins = [v for v in node.inputs if v is not None and v.shape is not None and not v.is_static]
         saved = [v.shape for v in dyn_ins]
         try:
@@ -203,11 +251,21 @@ class OpenCLEmitter(ModelEmitter):
             for n in ws:
                 first.setdefault(n, k)
             for n in rs:
-                last[n] = k
-        places: dict[str, Place] = {}
+                if n != DIMS:
+                    last[n] = k
+        # Values only host steps touch stay on the host (numpy, actual shape): no
+        # device buffer, so no capacity is needed for the sizes only they decide.
+        kernel_reads = {n for _, x in items if not isinstance(x, HostStep)
+                        for n in (bf.name for bf in x.buffers if bf.role == "in")}
+        host_only = {n for _, x in items if isinstance(x, HostStep) for n in x.writes} - kernel_reads
+        places: dict[str, Place] = {DIMS: Place("D", 0)}
         intervals = []
-        for name in set(first) | set(last):
+        for name in sorted(set(first) | set(last)):
             v = by_name[name]
+            if name in host_only:
+                sizes[name] = (v.dtype.name, None)
+                places[name] = Place("host", 0)
+                continue
             sizes[name] = (v.dtype.name, self.shape_of(v))
             if id(v) in in_index:
                 places[name] = Place(f"in{in_index[id(v)]}", 0)
@@ -269,10 +327,22 @@ class OpenCLEmitter(ModelEmitter):
                 raise AssertionError(f"graph output {v.name} is never computed")
         source = "\n".join([f"/* {g.name}: generated by fusion for target {self.target.name}; one kernel per "
                             f"fused block */", PRELUDE, intrinsic_defines()] + kernels) + "\n"
-        shapes = {name: tuple(by_name[name].shape) for name in sizes}
+        shapes = {name: None if by_name[name].shape is None else tuple(by_name[name].shape) for name in sizes}
         return Program(source, self._blob(), max(arena, ALIGN), naive_bytes(intervals), steps, places, sizes,
                        list(g.inputs), list(g.outputs), tail, self.fp16, args_max,
-                       {self.dim_var(k): (k, b_) for k, b_ in self.dyn.items()}, shapes)
+                       self._dyn_args(), shapes, {name: by_name[name] for name in sizes},
+                       [self.names.get(id(v)) for v in g.outputs],
+                       [e for _, e in sorted(getattr(self, "dim_slots", {}).values(), key=lambda x: x[0])])
+
+    def _dyn_args(self) -> dict:
+        """Kernel argument name -> (formula of run-time symbols, bound): the
+        sizes ops decide (fz_dyn_<symbol>) and formulas of them (fz_dyn_e<k>),
+        evaluated by the host whenever a host step decides a size."""
+        import sympy
+        out = {self.dim_var(k): (sympy.Symbol(k), b_) for k, b_ in self.dyn.items()}
+        for var, e, bound in getattr(self, "dyn_exprs", {}).values():
+            out[var] = (e, int(bound))
+        return out
 
     def _relayout_weights(self) -> None:
         """fp16: float32 weights take half the bytes, so offsets move."""

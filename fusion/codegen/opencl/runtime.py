@@ -44,6 +44,20 @@ def device_info(dev) -> dict:
             "fp64": "cl_khr_fp64" in dev.extensions}
 
 
+def _is_symbol(formula) -> bool:
+    import sympy
+    return isinstance(formula, sympy.Symbol)
+
+
+def _eval_dim(formula, values: dict) -> int:
+    """A shape formula (a sympy expression; symbol names like
+    '/NonMaxSuppression_selected' do not parse back from text) at the given
+    symbol values (keyed by name)."""
+    import sympy
+    e = formula if isinstance(formula, sympy.Basic) else sympy.sympify(formula)
+    return int(e.subs({x: values[str(x)] for x in e.free_symbols}))
+
+
 def pick_local(total: int, limit: int) -> int:
     """Largest power of two <= limit, but not much larger than the work."""
     wg = 1
@@ -73,7 +87,19 @@ class OpenCLModel:
         self.W = cl.Buffer(self.ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=np.frombuffer(prog.weights, np.uint8))
         self.M = cl.Buffer(self.ctx, mf.READ_WRITE, size=prog.arena_bytes)
         self.ins = [cl.Buffer(self.ctx, mf.READ_ONLY, size=max(self._nbytes(v), 4)) for v in prog.inputs]
-        self.outs = [cl.Buffer(self.ctx, mf.READ_WRITE, size=max(self._nbytes(v), 4)) for v in prog.outputs]
+        # outputs a host step leaves on the host (index -> buffer name) need no device buffer
+        self.host_outs = {}
+        for j, v in enumerate(prog.outputs):
+            pl = prog.places.get(prog.names_of_outputs[j]) if prog.names_of_outputs[j] else None
+            if pl is not None and pl.storage == "host":
+                self.host_outs[j] = prog.names_of_outputs[j]
+        self.outs = [cl.Buffer(self.ctx, mf.READ_WRITE, size=4 if j in self.host_outs else max(self._nbytes(v), 4))
+                     for j, v in enumerate(prog.outputs)]
+        self.hostvals: dict[str, np.ndarray] = {}
+        # run-time sizes: symbol -> value (at the bound until a host step decides it)
+        self.dynv = {str(sym): bound for sym, bound in prog.dyn.values() if _is_symbol(sym)}
+        self.D = cl.Buffer(self.ctx, mf.READ_ONLY, size=8 * max(len(prog.dim_slots), 1))
+        self._upload_dims()
         limit = min(target.max_work_group or 1 << 30, self.info["max_work_group"])
         self.launch = []
         for st in prog.steps:
@@ -81,7 +107,7 @@ class OpenCLModel:
                 self.launch.append(st)
                 continue
             k = getattr(self.program, st.name)
-            k.set_args(*[self._storage(s) for s in st.storages], *[np.int64(prog.dyn[s][1]) for s in st.syms])
+            k.set_args(*[self._storage(s) for s in st.storages], *[np.int64(self._dim(s)) for s in st.syms])
             if st.local:
                 local, glob = st.local, st.global_size
             else:
@@ -89,24 +115,29 @@ class OpenCLModel:
                 local = pick_local(st.total, min(limit, kmax))
                 glob = (st.total + local - 1) // local * local
             self.launch.append((st, k, glob, local))
-        self.dynv = {sym: bound for sym, bound in prog.dyn.values()}
         self.kernel_count = sum(1 for s in prog.steps if isinstance(s, KernelStep))
         self.host_steps = sum(1 for s in prog.steps if isinstance(s, HostStep))
         self.launches = 0
         self.report = report or {}
 
     def _capacity(self, v) -> tuple:
-        """Allocated shape: run-time dims at their bound."""
-        import sympy
-        bounds = {sym: b for sym, b in self.prog.dyn.values()}
-        out = []
-        for d in v.shape:
-            if isinstance(d, (int, np.integer)):
-                out.append(int(d))
-            else:
-                e = sympy.sympify(d)
-                out.append(max(int(e.subs({x: bounds[str(x)] for x in e.free_symbols})), 0))
-        return tuple(out)
+        """Allocated shape: run-time dims at their bound (the program's sizes)."""
+        name = self.prog.names_of_outputs[self.prog.outputs.index(v)] if v in self.prog.outputs else None
+        if name in self.prog.sizes and self.prog.sizes[name][1] is not None:
+            return tuple(self.prog.sizes[name][1])
+        return tuple(int(d) for d in v.shape)
+
+    def _dim(self, arg: str) -> int:
+        """Current value of a run-time size kernel argument (a symbol or a
+        formula of symbols, clamped to its bound like the C backend does)."""
+        formula, bound = self.prog.dyn[arg]
+        return min(max(_eval_dim(formula, self.dynv), 0), int(bound))
+
+    def _upload_dims(self) -> None:
+        if self.prog.dim_slots:
+            cl = _cl()
+            vals = np.array([_eval_dim(f, self.dynv) for f in self.prog.dim_slots], np.int64)
+            cl.enqueue_copy(self.queue, self.D, vals)
 
     def _nbytes(self, v) -> int:
         return int(np.prod(self._capacity(v))) * v.dtype.itemsize
@@ -116,6 +147,8 @@ class OpenCLModel:
             return self.W
         if s == "M":
             return self.M
+        if s == "D":
+            return self.D
         if s.startswith("in"):
             return self.ins[int(s[2:])]
         return self.outs[int(s[3:])]
@@ -123,25 +156,19 @@ class OpenCLModel:
     # ------------------------------------------------------------- host steps
     def _actual(self, shape) -> tuple:
         """A symbolic shape at the run-time sizes decided so far."""
-        import sympy
-        out = []
-        for d in shape:
-            if isinstance(d, (int, np.integer)):
-                out.append(int(d))
-            else:
-                e = sympy.sympify(d)
-                out.append(int(e.subs({x: self.dynv[str(x)] for x in e.free_symbols})))
-        return tuple(out)
+        return tuple(int(d) if isinstance(d, (int, np.integer)) else max(_eval_dim(d, self.dynv), 0) for d in shape)
 
     def _read(self, name: str) -> np.ndarray:
         cl = _cl()
         dt, shape = self.prog.sizes[name]
         pl = self.prog.places[name]
+        if pl.storage == "host":
+            return self.hostvals[name]
         half = self.prog.fp16 and dt == "float32" and pl.storage == "M"
         a = np.empty(shape, np.float16 if half else dt)
         cl.enqueue_copy(self.queue, a, self._storage(pl.storage), src_offset=pl.offset)
         a = a.astype(np.float32) if half else a
-        actual = self._actual(self.prog.shapes[name])
+        actual = self._actual(self.prog.shapes[name]) if self.prog.shapes.get(name) is not None else tuple(shape)
         if actual != tuple(shape):   # capacity layout: the tensor is the leading corner
             a = np.ascontiguousarray(a[tuple(slice(0, n) for n in actual)])
         return a
@@ -150,6 +177,13 @@ class OpenCLModel:
         cl = _cl()
         dt, shape = self.prog.sizes[name]
         pl = self.prog.places[name]
+        if pl.storage == "host":
+            a = np.asarray(a)
+            self.hostvals[name] = a if a.dtype == object else a.astype(dt, copy=False)
+            return
+        if tuple(np.shape(a)) != tuple(shape) and any(n > c for n, c in zip(np.shape(a), shape)):
+            raise FusionError(f"value {self.prog.values[name].name}: a host step made it {list(np.shape(a))}, "
+                              f"beyond the capacity {list(shape)} its device buffer was sized for")
         half = self.prog.fp16 and dt == "float32" and pl.storage == "M"
         a = np.asarray(a).astype(np.float16 if half else dt)
         if a.shape != tuple(shape):   # a run-time size: pad to the capacity layout
@@ -166,10 +200,17 @@ class OpenCLModel:
         for n in st.block.nodes:
             args = [None if v is None else vals.get(id(v)) for v in n.inputs]
             with np.errstate(all="ignore"):
-                outs = n.opdef.reference(n, args)
+                # If/Loop bodies read captured values through env (id(value) -> array)
+                outs = n.opdef.reference(n, args, env=dict(vals)) if n.opdef.needs_env else \
+                    n.opdef.reference(n, args)
             for v, a in zip(n.outputs, outs):
-                vals[id(v)] = np.asarray(a)
-                self._learn_dims(v, vals[id(v)].shape)
+                if a is None:
+                    continue
+                a = np.asarray(a)
+                if v.dtype is not None and a.dtype != v.dtype and a.dtype != object:
+                    a = a.astype(v.dtype)
+                vals[id(v)] = a
+                self._learn_dims(v, a.shape)
         for v in st.block.outputs:
             if id(v) in st.names:
                 self._write(st.names[id(v)], vals[id(v)])
@@ -178,7 +219,7 @@ class OpenCLModel:
         """Run-time sizes decided by a host step: remembered, and handed to later kernels."""
         import sympy
         changed = False
-        for d, n in zip(v.shape, actual):
+        for d, n in zip(v.shape or (), actual):
             if not isinstance(d, (int, np.integer)):
                 e = sympy.sympify(d)
                 if isinstance(e, sympy.Symbol) and self.dynv.get(str(e)) != int(n):
@@ -189,7 +230,8 @@ class OpenCLModel:
                 if not isinstance(item, HostStep) and item[0].syms:
                     st, k = item[0], item[1]
                     for j, s in enumerate(st.syms):
-                        k.set_arg(len(st.storages) + j, np.int64(self.dynv[self.prog.dyn[s][0]]))
+                        k.set_arg(len(st.storages) + j, np.int64(self._dim(s)))
+            self._upload_dims()
 
     # ------------------------------------------------------------------ run
     def check_feeds(self, feeds: dict) -> list[np.ndarray]:
@@ -214,7 +256,10 @@ class OpenCLModel:
             arrays.append(np.ascontiguousarray(a))
         return arrays
 
-    def run(self, feeds: dict) -> dict[str, np.ndarray]:
+    def run(self, feeds: dict, *, before=None, after=None) -> dict[str, np.ndarray]:
+        """before(step) / after(step): called around every step (KernelStep or
+        HostStep) for block-by-block checks (tools.check_blocks); with `after`
+        the queue is drained after each step, so its buffers can be read."""
         cl = _cl()
         arrays = self.check_feeds(feeds)
         q = self.queue
@@ -223,33 +268,45 @@ class OpenCLModel:
             if a.nbytes:
                 cl.enqueue_copy(q, buf, a, is_blocking=False)
         for item in self.launch:
+            step = item if isinstance(item, HostStep) else item[0]
+            if before is not None:
+                before(step)
             if isinstance(item, HostStep):
                 self._host(item)
-                continue
-            st, k, glob, local = item
-            if st.total == 0:
-                continue
-            ev = cl.enqueue_nd_range_kernel(q, k, (glob,), (local,))
-            self.launches += 1
-            if self.profile:
-                events.append((st.name, ev))
+            elif item[0].total:
+                st, k, glob, local = item
+                ev = cl.enqueue_nd_range_kernel(q, k, (glob,), (local,))
+                self.launches += 1
+                if self.profile:
+                    events.append((st.name, ev))
+            if after is not None:
+                q.finish()
+                after(step)
         result = {}
-        outs = []
+        outs: list = [None] * len(self.prog.outputs)
+        tail = {t[0] for t in self.prog.tail}
         for j, v in enumerate(self.prog.outputs):
-            outs.append(np.empty(self._capacity(v), v.dtype))
-        for j, a in enumerate(outs):
-            if a.nbytes and not any(t[0] == j for t in self.prog.tail):
-                cl.enqueue_copy(q, a, self.outs[j], is_blocking=False)
+            if j in self.host_outs or j in tail:
+                continue
+            outs[j] = np.empty(self._capacity(v), v.dtype)
+            if outs[j].nbytes:
+                cl.enqueue_copy(q, outs[j], self.outs[j], is_blocking=False)
         q.finish()
         for name, ev in events:
             self.seconds[name] = self.seconds.get(name, 0.0) + (ev.profile.end - ev.profile.start) * 1e-9
+        for j, v in enumerate(self.prog.outputs):
+            if j in self.host_outs:
+                outs[j] = self.hostvals[self.host_outs[j]]
+            elif outs[j] is not None:
+                actual = self._actual(v.shape)
+                if actual != outs[j].shape:
+                    outs[j] = np.ascontiguousarray(outs[j][tuple(slice(0, n) for n in actual)])
         for j, kind, src in self.prog.tail:
-            outs[j][...] = outs[src] if kind == "output" else src if kind == "const" else arrays[src]
+            outs[j] = np.array(outs[src]) if kind == "output" else np.array(src) if kind == "const" \
+                else np.array(arrays[src])
         for v, a in zip(self.prog.outputs, outs):
-            actual = self._actual(v.shape)
-            if actual != a.shape:
-                a = np.ascontiguousarray(a[tuple(slice(0, n) for n in actual)])
             result.setdefault(v.name, a)
+        self.hostvals = {}
         return result
 
     def kernel_seconds(self) -> dict[str, float]:
@@ -257,8 +314,8 @@ class OpenCLModel:
         return dict(self.seconds)
 
     def close(self) -> None:
-        for b in [getattr(self, "W", None), getattr(self, "M", None)] + getattr(self, "ins", []) + \
-                getattr(self, "outs", []):
+        for b in [getattr(self, "W", None), getattr(self, "M", None), getattr(self, "D", None)] + \
+                getattr(self, "ins", []) + getattr(self, "outs", []):
             if b is not None:
                 b.release()
-        self.ins, self.outs, self.W, self.M = [], [], None, None
+        self.ins, self.outs, self.W, self.M, self.D = [], [], None, None, None
