@@ -113,3 +113,41 @@ def test_node_bar(all_cases):
     skipped = [n for n in node if skip_reason(all_cases[n][1].model) is not None]
     expected_pass = len(node) - len(skipped) - len([n for n in node if n in KNOWN_FAILURES])
     assert expected_pass >= NODE_PASS_BAR, (expected_pass, len(node), len(skipped))
+
+
+# ---------------------------------------------------------------------------
+# Through compiled C (executor "compiled"): the whole node suite is a slow test
+# (about 15-20 minutes on 2 cores with an empty compile cache); CI compiles a sample
+# that spans the op classes and the attribute corners of the anchors.
+
+COMPILED_NODE_BAR = 1400
+COMPILED_SAMPLE = [
+    "test_relu", "test_add_bcast", "test_pow_bcast_array", "test_where_example", "test_clip_default_min",
+    "test_matmul_3d", "test_gemm_all_attributes", "test_gemm_transposeA", "test_gemm_default_single_elem_vector_bias",
+    "test_conv_with_strides_and_asymmetric_padding", "test_convtranspose_pads", "test_maxpool_2d_ceil",
+    "test_maxpool_2d_dilations", "test_averagepool_2d_pads_count_include_pad", "test_globalmaxpool",
+    "test_reduce_sum_keepdims_example", "test_reduce_log_sum_exp_do_not_keepdims_random",
+    "test_softmax_axis_0", "test_layer_normalization_4d_axis1", "test_instancenorm_example",
+    "test_transpose_all_permutations_3", "test_reshape_negative_extended_dims", "test_depthtospace_crd_mode_example",
+    "test_slice_neg_steps", "test_concat_3d_axis_negative_1", "test_split_equal_parts_1d_opset18",
+    "test_gather_negative_indices", "test_expand_dim_changed", "test_tile", "test_reflect_pad", "test_wrap_pad", "test_cumsum_2d_axis_1",
+    "test_resize_upsample_scales_linear", "test_cast_FLOAT_to_FLOAT16", "test_top_k", "test_nonzero_example",
+    "test_argmax_keepdims_example", "test_einsum_batch_matmul", "test_gelu_tanh_2", "test_mish",
+]
+
+
+@pytest.mark.parametrize("name", COMPILED_SAMPLE)
+def test_compiled_sample(name, all_cases):
+    if name not in all_cases:
+        pytest.skip("not in this onnx version's suite")
+    cat, case = all_cases[name]
+    r = run_case(case, cat, executor="compiled")
+    assert r.status == "passed", r.reason
+
+
+@pytest.mark.slow
+def test_compiled_node_bar():
+    """`fusion conformance --executor compiled --category node`: at least COMPILED_NODE_BAR pass."""
+    from fusion.backend import run_suite, summarize
+    s = summarize(run_suite(["node"], executor="compiled"))
+    assert s["categories"]["node"]["passed"] >= COMPILED_NODE_BAR, s["categories"]["node"]

@@ -61,16 +61,84 @@ def _is_default(od, k, v) -> bool:
         return False
 
 
+# Cast's saturate only means something for float8 targets and round_mode only for
+# float8e8m0; onnxruntime refuses to load a Cast to any other type that carries them.
+_FLOAT8 = {TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOAT8E5M2,
+           TensorProto.FLOAT8E5M2FNUZ, TensorProto.FLOAT8E8M0}
+
+
+def _cast_target(n: Node):
+    if n.op == "Cast":
+        return n.attrs.get("to")
+    v = n.inputs[1] if len(n.inputs) > 1 else None
+    try:
+        return dtypes.from_numpy(v.dtype) if v is not None and v.dtype is not None else None
+    except Exception:
+        return None
+
+
+def _written_attrs(n: Node) -> dict:
+    """n's attributes that can matter to a consumer of the exported model: no None
+    (absent), no fusion-internal "_" annotations, no Cast flags for other targets."""
+    a = {k: v for k, v in n.attrs.items() if v is not None and not k.startswith("_")}
+    if n.op in ("Cast", "CastLike") and not n.domain:
+        to = _cast_target(n)
+        if to is not None and to not in _FLOAT8:
+            a.pop("saturate", None)
+        if to is not None and to != TensorProto.FLOAT8E8M0:
+            a.pop("round_mode", None)
+    return a
+
+
+def _input_slot(schema, k: str) -> int | None:
+    """Position of the schema's input named k (the attribute moved to an input:
+    Reduce*/Squeeze/Unsqueeze axes, Split split, Pad pads, Clip min/max)."""
+    if schema is None:
+        return None
+    for i, p in enumerate(schema.inputs):
+        if p.name == k:
+            return i
+    return None
+
+
+def _moved_attrs(n: Node, schema) -> dict[int, tuple[str, np.ndarray]]:
+    """Attributes n holds that the export opset's schema takes as inputs instead:
+    {input position: (attribute name, constant array)}. A graph built in Python (or
+    by a pass) may still carry the old attribute spelling; writing it as an
+    attribute would make onnx.checker and onnxruntime reject the model."""
+    out = {}
+    if schema is None:
+        return out
+    for k, v in _written_attrs(n).items():
+        i = _input_slot(schema, k)
+        if k in schema.attributes or i is None:
+            continue
+        if i < len(n.inputs) and n.inputs[i] is not None:
+            continue   # the input is set already; the stale attribute is dropped below
+        p = schema.inputs[i]
+        allowed = {c.type_param_str: list(c.allowed_type_strs) for c in schema.type_constraints}
+        like = n.inputs[0].dtype if n.inputs and n.inputs[0] is not None else None
+        if p.type_str == "tensor(int64)" or "tensor(int64)" in allowed.get(p.type_str, []) and \
+                p.type_str != schema.inputs[0].type_str:
+            dt = np.int64
+        elif p.type_str == "tensor(float)":
+            dt = np.float32
+        else:
+            dt = like if like is not None else np.float32
+        out[i] = (k, np.asarray(v, dtype=dt))
+    return out
+
+
 def _node_attrs(n: Node, schema=None, opset: int | None = None):
     """Attributes worth writing: drop None, empty-list defaults ONNX would reject,
-    and default values of attributes the exported opset's schema does not know
-    (Cast's round_mode at opset 21: the default is what that opset does anyway)."""
+    default values of attributes the exported opset's schema does not know
+    (Cast's round_mode at opset 21: the default is what that opset does anyway),
+    and attributes the schema takes as inputs (written as initializers instead)."""
     od = n.opdef
     out = []
-    for k, v in n.attrs.items():
-        if v is None or k.startswith("_"):
-            continue  # None: absent; "_": fusion-internal annotations
-        if schema is not None and k not in schema.attributes and _is_default(od, k, v):
+    for k, v in _written_attrs(n).items():
+        if schema is not None and k not in schema.attributes and \
+                (_is_default(od, k, v) or _input_slot(schema, k) is not None):
             continue
         if isinstance(v, list) and not v:
             if od is not None and k in od.attrs and od.attrs[k].default == []:
@@ -85,6 +153,7 @@ def _node_attrs(n: Node, schema=None, opset: int | None = None):
 def _upsample_as_resize(n: Node) -> onnx.NodeProto:
     """Upsample(X, scales) is Resize with asymmetric coordinates (and floor rounding for nearest)."""
     mode = n.attrs.get("mode", "nearest")
+    mode = "linear" if mode == "bilinear" else mode    # opset-7 models spell it both ways
     ins = [n.inputs[0].name, "", n.inputs[1].name if len(n.inputs) > 1 and n.inputs[1] is not None else ""]
     extra = {"nearest_mode": "floor"} if mode == "nearest" else {}
     return helper.make_node("Resize", ins, [v.name for v in n.outputs], name=n.name, mode=mode,
@@ -101,19 +170,20 @@ def _schema(op: str, domain: str, opset: int):
 def node_opset(n: Node, lo: int) -> int:
     """Lowest default-domain opset >= lo whose schema of n's op knows every
     attribute n sets to a non-default value (onnxruntime lags onnx: stay low)."""
-    need = [k for k, v in n.attrs.items() if v is not None and not k.startswith("_")
-            and not _is_default(n.opdef, k, v)]
+    need = [k for k, v in _written_attrs(n).items() if not _is_default(n.opdef, k, v)]
     top = onnx.defs.onnx_opset_version()
-    if n.op == "Scatter" and not n.domain:
-        return lo            # written as ScatterElements, which every opset >= 11 has
+    if n.op in ("Scatter", "Upsample") and not n.domain:
+        return lo            # written as ScatterElements / Resize, which every opset >= 11 has
     if n.op == "Mod" and not n.attrs.get("fmod") and n.inputs[0].dtype is not None and n.inputs[0].dtype.kind == "f":
         # Floor-mod of floats is legal only from opset 28 on; no attribute says so.
         # (Better as a per-node OpDef.export_opset in the op table.)
         lo = max(lo, 28)
     for v in range(lo, top + 1):
         s = _schema(n.op, "", v)
-        if s is not None and not s.deprecated and all(k in s.attributes for k in need) \
-                and s.min_input <= len(n.inputs) <= s.max_input and _types_allowed(s, n):
+        n_in = max([len(n.inputs)] + [i + 1 for i in _moved_attrs(n, s)]) if s is not None else 0
+        if s is not None and not s.deprecated and all(k in s.attributes or _input_slot(s, k) is not None
+                                                      for k in need) \
+                and s.min_input <= n_in <= s.max_input and _types_allowed(s, n):
             return v
     return top
 
@@ -145,6 +215,8 @@ def _types_allowed(s, n: Node) -> bool:
 
 def to_onnx_graph(g: Graph, *, with_value_info: bool = True, opset: int | None = None) -> onnx.GraphProto:
     nodes = []
+    moved = []                      # initializers for attributes written as inputs
+    taken = set(g.values)
     for n in g.nodes:
         if n.op == "Upsample" and not n.domain:
             nodes.append(_upsample_as_resize(n))  # Upsample is deprecated from opset 10 on
@@ -153,6 +225,16 @@ def to_onnx_graph(g: Graph, *, with_value_info: bool = True, opset: int | None =
         p = helper.make_node(op, [v.name if v is not None else "" for v in n.inputs],
                              [v.name for v in n.outputs], name=n.name, domain=n.domain or None)
         schema = _schema(n.op, n.domain, opset if not n.domain else g.opset.get(n.domain, 1)) if opset else None
+        for i, (k, arr) in sorted(_moved_attrs(n, schema).items()):
+            name, j = f"{n.name or n.outputs[0].name}_{k}", 0
+            while name in taken:
+                j += 1
+                name = f"{n.name or n.outputs[0].name}_{k}_{j}"
+            taken.add(name)
+            moved.append(numpy_helper.from_array(arr, name))
+            while len(p.input) <= i:
+                p.input.append("")
+            p.input[i] = name
         p.attribute.extend(_node_attrs(n, schema, opset))
         nodes.append(p)
     used = {}
@@ -163,7 +245,7 @@ def to_onnx_graph(g: Graph, *, with_value_info: bool = True, opset: int | None =
     for v in g.outputs:
         if v.const is not None:
             used[v.name] = v
-    inits = [_tensor(v) for v in used.values()]
+    inits = [_tensor(v) for v in used.values()] + moved
     vinfo = []
     if with_value_info:
         for n in g.nodes:
