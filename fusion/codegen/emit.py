@@ -70,6 +70,11 @@ class ModelEmitter:
         self.block_info: list[dict] = []
         self.folded: dict[int, np.ndarray] = {}   # values computed at compile time (all inputs constant)
         self.dyn: dict[str, int] = {}          # run-time dim (sympy symbol name) -> compile-time upper bound
+        self.dyn_exprs: dict[str, tuple] = {}  # str(formula of run-time dims) -> (C variable, formula, bound)
+        self.dim_slots: dict[str, tuple] = {}  # str(run-time size) -> (index in fz_dims, sympy expr)
+        self._dims_used = False
+        self._copies = False
+        self.value_by_cname: dict[str, Value] = {}   # every named value, branch subgraphs' included
         self.extra_sources: list[str] = []
         self.include_dirs: list[str] = []
 
@@ -91,7 +96,111 @@ class ModelEmitter:
         missing = [str(x) for x in expr.free_symbols if str(x) not in self.dyn]
         if missing:
             return None, missing
-        return expr.subs({x: self.dyn[str(x)] for x in expr.free_symbols}), []
+        return self.bound_of(expr), []
+
+    def bound_of(self, expr) -> int:
+        """A compile-time upper bound of a formula of run-time dims (each in
+        [0, its bound]): exact by enumeration for one symbol with a small bound,
+        else the largest value at the corners of the box (the formulas shape
+        inference gives, sums, products, Min/Max of clamped slices, are monotone
+        in each dim)."""
+        import itertools
+        import sympy
+        syms = sorted(expr.free_symbols, key=str)
+        if not syms:
+            return max(int(expr), 0)
+        if len(syms) == 1 and self.dyn[str(syms[0])] <= 1 << 16:
+            f = sympy.lambdify(syms, expr, modules=[{"Min": min, "Max": max, "floor": _floor, "ceiling": _ceil}])
+            return max(0, max(int(f(k)) for k in range(self.dyn[str(syms[0])] + 1)))
+        best = 0
+        for corner in itertools.product(*[(0, self.dyn[str(x)]) for x in syms]):
+            best = max(best, int(expr.subs(dict(zip(syms, corner)))))
+        return best
+
+    def dim_cvar(self, d) -> str:
+        """The C variable holding run-time size `d` (a symbol an op decides, or
+        a formula of such symbols, recomputed in model_run whenever one changes)."""
+        import sympy
+        e = sympy.sympify(d)
+        if isinstance(e, sympy.Symbol):
+            return self.dim_var(e)
+        hit = self.dyn_exprs.get(str(e))
+        if hit is None:
+            missing = [str(x) for x in e.free_symbols if str(x) not in self.dyn]
+            if missing:
+                raise UnsupportedOpError(f"run-time size '{e}' depends on '{', '.join(missing)}', which no op of "
+                                         f"the model decides before it is needed; the C backend cannot size it")
+            self._c_formula(e)   # refuse formulas C cannot print, now
+            hit = (f"fz_dyn_e{len(self.dyn_exprs)}", e, self.bound_of(e))
+            self.dyn_exprs[str(e)] = hit
+        return hit[0]
+
+    def dim_bound(self, d) -> int:
+        import sympy
+        e = sympy.sympify(d)
+        return self.dyn[str(e)] if isinstance(e, sympy.Symbol) else self.dyn_exprs[str(e)][2] \
+            if str(e) in self.dyn_exprs else self.bound_of(e)
+
+    def dim_load(self, d) -> E.Expr:
+        """Run-time size `d` inside a kernel: element of the model's fz_dims array."""
+        import sympy
+        e = sympy.sympify(d)
+        if e.is_Integer:
+            return E.Const(int(e))
+        self.dim_cvar(e)
+        slot = self.dim_slots.get(str(e))
+        if slot is None:
+            slot = (len(self.dim_slots), e)
+            self.dim_slots[str(e)] = slot
+        self._dims_used = True
+        return E.load("fz_dims", [E.Const(slot[0])], "int64")
+
+    def _c_formula(self, e) -> str:
+        """A formula of run-time dims in C (integer arithmetic, floor semantics)."""
+        import sympy
+        if isinstance(e, sympy.Integer):
+            return f"INT64_C({int(e)})"
+        if isinstance(e, sympy.Symbol):
+            return self.dim_var(e)
+        if isinstance(e, (sympy.Min, sympy.Max)):
+            fn = "fz_dmin" if isinstance(e, sympy.Min) else "fz_dmax"
+            args = [self._c_formula(a) for a in e.args]
+            out = args[0]
+            for a in args[1:]:
+                out = f"{fn}({out}, {a})"
+            return out
+        if isinstance(e, (sympy.floor, sympy.ceiling)):
+            num, den = sympy.fraction(sympy.together(e.args[0]))
+            if not den.is_Integer or int(den) <= 0:
+                raise UnsupportedOpError(f"run-time size '{e}' is not integer arithmetic the C backend can print")
+            q = int(den)
+            n_ = self._c_formula(sympy.expand(num))
+            if isinstance(e, sympy.ceiling):
+                return f"(-fz_dfloordiv(-({n_}), {q}))"
+            return f"fz_dfloordiv({n_}, {q})"
+        if isinstance(e, sympy.Add):
+            return "(" + " + ".join(self._c_formula(a) for a in e.args) + ")"
+        if isinstance(e, sympy.Mul):
+            num, den = sympy.fraction(e)
+            if den != 1:
+                if not den.is_Integer:
+                    raise UnsupportedOpError(f"run-time size '{e}' is not integer arithmetic the C backend can print")
+                return f"fz_dfloordiv({self._c_formula(num)}, {int(den)})"
+            return "(" + " * ".join(self._c_formula(a) for a in e.args) + ")"
+        if isinstance(e, sympy.Pow) and e.exp.is_Integer and int(e.exp) > 0:
+            return "(" + " * ".join([self._c_formula(e.base)] * int(e.exp)) + ")"
+        if isinstance(e, sympy.Mod):
+            return f"fz_dmod({self._c_formula(e.args[0])}, {self._c_formula(e.args[1])})"
+        raise UnsupportedOpError(f"run-time size '{e}' is not integer arithmetic the C backend can print")
+
+    def _dyn_refresh(self) -> list[str]:
+        """Recompute the formula variables and fz_dims after run-time dims changed."""
+        out = []
+        for var, e, bound in self.dyn_exprs.values():
+            out.append(f"    {var} = fz_dmin(fz_dmax({self._c_formula(e)}, 0), {bound});")
+        for k, e in self.dim_slots.values():
+            out.append(f"    fz_dims[{k}] = {self.dim_cvar(e)};")
+        return out
 
     def shape_of(self, v: Value) -> tuple:
         """Capacity shape: static dims, run-time dims at their bound."""
@@ -119,9 +228,7 @@ class ModelEmitter:
             if isinstance(d, (int, np.integer)):
                 out.append(str(int(d)))
             else:
-                e = sympy.sympify(d)
-                out.append("(int64_t)(" + sympy.ccode(e.xreplace({x: sympy.Symbol(self.dim_var(x))
-                                                                    for x in e.free_symbols})) + ")")
+                out.append(self.dim_cvar(d))
         return out
 
     def nbytes(self, v: Value) -> int:
@@ -148,6 +255,7 @@ class ModelEmitter:
                 n = f"{base}_{k}"
             self.used_names.add(n)
             self.names[id(v)] = n
+            self.value_by_cname[n] = v
         return n
 
     def constval(self, v: Value) -> np.ndarray | None:
@@ -220,6 +328,8 @@ class ModelEmitter:
         outs = [v for v in b.outputs if self.constval(v) is None]
         if not outs or self.fold(b):
             return None   # everything it computes is known at compile time
+        if b.opaque and b.nodes[0].op == "If":
+            return self.if_block(b, outs)
         if b.opaque:
             return self.opaque_block(b, outs)
         touched = {id(v): v for n in b.nodes for v in n.all_inputs() + n.outputs}
@@ -242,46 +352,214 @@ class ModelEmitter:
         return self._lower_dynamic(b, outs, dynamic)
 
     def _lower_dynamic(self, b: Block, outs: list[Value], dynamic: list[Value]) -> Function:
-        from fusion.ops.table import Mapping
         from fusion.codegen.loops import Sym
-        import sympy
-        for n in b.nodes:
-            od = n.opdef
-            m = od.mapping_of(n) if od is not None else Mapping.OPAQUE
-            vals = [v for v in n.inputs + n.outputs if v is not None and v.shape is not None]
-            if all(v.is_static for v in vals) or (m == Mapping.REORG and _leading_only(n)):
-                continue
-            if m in (Mapping.M2M, Mapping.REORG):
-                raise UnsupportedOpError(f"{n.label()}: {n.op} over a tensor whose shape is known only at run time "
-                                         f"({', '.join(v.name + str(list(v.shape)) for v in dynamic[:2])}) is not "
-                                         f"supported by the C backend yet")
         caps = {id(v): self.shape_of(v) for v in dynamic}
         saved = {id(v): v.shape for v in dynamic}
+        last = b.nodes[-1]
+        if type(self) is ModelEmitter and last.op == "ScatterElements" and outs == list(last.outputs):
+            if len(b.nodes) == 1:
+                return self._scatter_fn(b)
+            # the nodes computing its operands (torchvision's zeros of the RoI count) first,
+            # as their own loop nest into the arena, then the direct scatter
+            inside = {id(v) for n in b.nodes[:-1] for v in n.outputs}
+            feeds = [v for v in last.inputs if v is not None and id(v) in inside]
+            used = {id(v) for n in b.nodes for v in n.all_inputs()}
+            if all(id(v) in used or v in feeds for n in b.nodes[:-1] for v in n.outputs):
+                pre = Block(id=f"{b.id}a", nodes=b.nodes[:-1], outputs=feeds,
+                            inputs=[v for v in b.inputs if any(v is x for n in b.nodes[:-1] for x in n.all_inputs())])
+                f1 = self.lower_block(pre)
+                f1 = f1 if isinstance(f1, list) else [f1] if f1 is not None else []
+                return f1 + [self._scatter_fn(Block(id=b.id, nodes=[last], outputs=list(last.outputs)))]
+        if type(self) is ModelEmitter and _rows_only(b, dynamic):
+            # An anchor over a run-time number of rows (RoIs through the box head's
+            # Gemms, the mask head's Convs): rows are independent, so the fast kernel
+            # over the capacity is right on the actual rows (the padding rows are
+            # computed and never read).
+            from fusion.codegen import anchors
+            try:
+                for v in dynamic:
+                    v.shape = caps[id(v)]
+                fn = anchors.fast_block(self, b, outs)
+            finally:
+                for v in dynamic:
+                    v.shape = saved[id(v)]
+            if fn is not None:
+                fn.schedule += " (over the capacity of the run-time rows)"
+                return fn
         groups: dict[tuple, list[Value]] = {}
         for v in outs:
             groups.setdefault((int(np.prod(self.shape_of(v))), tuple(str(d) for d in v.shape)), []).append(v)
         plans = []
         for k, grp in enumerate(groups.values()):
-            syms = []
-            for d in grp[0].shape:
-                if isinstance(d, (int, np.integer)):
-                    syms.append(None)
-                    continue
-                e = sympy.sympify(d)
-                if not isinstance(e, sympy.Symbol):
-                    raise UnsupportedOpError(f"block {b.name}: run-time dimension '{d}' is an expression; only "
-                                             f"plain run-time sizes can be loop extents in the C backend yet")
-                syms.append(Sym(self.dim_var(e), self.dyn[str(e)]))
+            syms = [None if isinstance(d, (int, np.integer)) else Sym(self.dim_cvar(d), self.dim_bound(d))
+                    for d in grp[0].shape]
             plans.append((b.name if k == 0 else f"{b.name}_{k + 1}", grp, syms))
+        dyn = L.DynInfo(saved, self.dim_load)
+        self._dims_used = False
         try:
             for v in dynamic:
                 v.shape = caps[id(v)]
             fns = [L.lower_block(name, b.nodes, grp, cname=self.cname, literal=self.literal, shape_of=self.shape_of,
-                                 buffers_for=self.buffers_for, dyn_extents=syms) for name, grp, syms in plans]
+                                 buffers_for=self.buffers_for, dyn_extents=syms, dyn=dyn)
+                   for name, grp, syms in plans]
         finally:
             for v in dynamic:
                 v.shape = saved[id(v)]
+        exprs = any(isinstance(x, Sym) and x.name.startswith("fz_dyn_e") for _, _, syms in plans for x in syms)
+        if not getattr(self, "dims_in_kernels", type(self) is ModelEmitter) and (self._dims_used or exprs):
+            # fz_dims and formula extents are set up by this class's model_run and by
+            # emitters that declare dims_in_kernels (OpenCL passes fz_dims as a buffer)
+            raise UnsupportedOpError(f"block {b.name}: sizes decided at run time are used inside its index "
+                                     f"arithmetic (or a formula of them is a loop extent); only the C backend "
+                                     f"supports that yet")
+        if self._dims_used:
+            for fn in fns:
+                fn.buffers.append(Buffer("fz_dims", "int64", (1,), "in", "run-time dims"))
         return fns[0] if len(fns) == 1 else fns
+
+    # ------------------------------------------------------------ control flow
+    def if_block(self, b: Block, outs: list[Value]) -> list[Function]:
+        """If: each branch is planned and lowered like a model of its own; its
+        kernels run under a guard on the condition, then its outputs are copied
+        into the If's (allocated at the larger capacity; run-time dims of the If
+        outputs take the taken branch's actual sizes)."""
+        from fusion.plan import plan as make_plan
+        node = b.nodes[0]
+        cond = node.inputs[0]
+        c = self.constval(cond)
+        fns: list[Function] = []
+        branches = [("then", node.attrs["then_branch"], True), ("else", node.attrs["else_branch"], False)]
+        if c is not None:
+            branches = [br for br in branches if br[2] == bool(np.asarray(c).reshape(-1)[0])]
+        # run-time dims of the If's outputs: bounded by the larger branch capacity
+        for j, v in enumerate(node.outputs):
+            for d, dim in enumerate(v.shape or ()):
+                if isinstance(dim, (int, np.integer)):
+                    continue
+                import sympy
+                if not isinstance(sympy.sympify(dim), sympy.Symbol):
+                    raise UnsupportedOpError(f"{node.label()}: output '{v.name}' has a formula dim '{dim}'; the C "
+                                             f"backend needs a plain run-time size there")
+                caps = []
+                for _, sg, _ in branches:
+                    caps.append(self.shape_of_deferred(sg.outputs[j], d, sg))
+                self.define_dim(dim, max(caps) if caps else 0)
+        for tag, sg, want in branches:
+            sub = make_plan(sg, self.target, profile_db=False)
+            body: list[Function] = []
+            for sb in sub.blocks:
+                sb.id = f"{b.id}_{tag}{sb.id}"
+                f = self.lower_block(sb)
+                body.extend(f if isinstance(f, list) else [f] if f is not None else [])
+            for j, v in enumerate(node.outputs):
+                if v in outs:
+                    body.append(self._copy_fn(f"{b.name}_{tag}_out{j}", sg.outputs[j], v))
+            if c is None:
+                guard = Buffer(self.cname(cond), cond.dtype.name, (), "in", cond.name)
+                for f in body:
+                    f.guards = [(guard, want)] + list(getattr(f, "guards", []))
+                    if all(x.name != guard.name for x in f.buffers):
+                        f.buffers.append(guard)
+            fns.extend(body)
+        return fns
+
+    def shape_of_deferred(self, v: Value, d: int, sg) -> int:
+        """Capacity of dim d of a branch output (its run-time dims are decided
+        inside the branch; bound them by lowering order: opaque kernels of the
+        branch are lowered before the copy, so plain symbols may not be known
+        yet: their bound comes from the kernel capacity rule then)."""
+        dim = v.shape[d]
+        if isinstance(dim, (int, np.integer)):
+            return int(dim)
+        val, missing = self._subs(dim)
+        if val is not None:
+            return int(val)
+        # decided inside the branch: plan and size the branch's opaque nodes now
+        from fusion.codegen import opaque_calls
+        mod = opaque_calls.opaque_module()
+        for n in sg.nodes:
+            if mod is not None and mod.supported(n):
+                dyn_ins = [x for x in n.inputs if x is not None and x.shape is not None and not x.is_static]
+                saved = [x.shape for x in dyn_ins]
+                try:
+                    for x in dyn_ins:
+                        x.shape = self.shape_of(x)
+                    caps = mod.max_output_shapes(n)
+                finally:
+                    for x, sh in zip(dyn_ins, saved):
+                        x.shape = sh
+                for k, o in enumerate(n.outputs):
+                    if o.shape is not None and k < len(caps):
+                        import sympy
+                        for dd, cap in zip(o.shape, caps[k]):
+                            if isinstance(dd, sympy.Symbol):
+                                self.define_dim(dd, int(cap))
+        return self.shape_of(v)[d]
+
+    def _copy_fn(self, name: str, src: Value, dst: Value) -> Function:
+        """dst = src element by element over src's actual extents, each in its
+        own padded layout; dst's run-time dims take src's actual sizes."""
+        self._copies = True
+        bufs = self.buffers_for({self.cname(src): src}, [dst])
+        fn = Function(name, bufs, [], [], [], raw_body="", schedule="copy of a branch output")
+        rank = len(src.shape)
+        sc, dc = self.shape_of(src), self.shape_of(dst)
+        dims = self.runtime_dims(src)
+        lines = [f"static const int64_t fz_sc[] = {{{', '.join(map(str, sc)) or '0'}}};",
+                 f"static const int64_t fz_dc[] = {{{', '.join(map(str, dc)) or '0'}}};",
+                 f"const int64_t fz_n[] = {{{', '.join(dims) or '0'}}};",
+                 f"fz_dyn_copy(a.{self.cname(dst)}, a.{self.cname(src)}, {dst.dtype.itemsize}, {rank}, fz_n, fz_sc, fz_dc);"]
+        import sympy
+        for d, dim in enumerate(dst.shape):
+            if not isinstance(dim, (int, np.integer)) and isinstance(sympy.sympify(dim), sympy.Symbol):
+                lines.append(f"{self.dim_var(dim)} = fz_n[{d}];")
+        fn.run_inline = "\n".join(lines)
+        return fn
+
+    def _scatter_fn(self, b: Block) -> Function:
+        """ScatterElements over run-time sizes as a direct scatter: copy data, then
+        one pass over the actual indices in order (the last write wins, as in
+        onnxruntime), instead of the loop nest's search over all indices for
+        every output element."""
+        node = b.nodes[0]
+        d, i, u = node.inputs
+        out = node.outputs[0]
+        red = node.attrs.get("reduction", "none")
+        ax = node.attrs.get("axis", 0) % d.rank
+        loads = {self.cname(v): v for v in (d, i, u)}
+        bufs = self.buffers_for(loads, [out])
+        fn = Function(b.name, bufs, [], [], [], raw_body="", schedule="direct scatter over the actual indices")
+        r = d.rank
+        dc, ic, uc = self.shape_of(d), self.shape_of(i), self.shape_of(u)
+        if list(self.shape_of(out)) != list(dc):
+            raise UnsupportedOpError(f"{node.label()}: output and data capacities differ")
+        nd, ni = self.runtime_dims(d), self.runtime_dims(i)
+        comb = {"none": "{o} = {v};", "add": "{o} = {o} + {v};", "mul": "{o} = {o} * {v};",
+                "max": "{o} = {o} > {v} ? {o} : {v};", "min": "{o} = {o} < {v} ? {o} : {v};"}.get(red)
+        if comb is None:
+            raise UnsupportedOpError(f"{node.label()}: ScatterElements reduction '{red}' is not supported")
+        D, I, U, O = (f"a.{self.cname(v)}" for v in (d, i, u, out))
+        lines = [f"static const int64_t fz_dc[] = {{{', '.join(map(str, dc))}}};",
+                 f"static const int64_t fz_ic[] = {{{', '.join(map(str, ic))}}};",
+                 f"static const int64_t fz_uc[] = {{{', '.join(map(str, uc))}}};",
+                 f"const int64_t fz_nd[] = {{{', '.join(nd)}}};",
+                 f"const int64_t fz_ni[] = {{{', '.join(ni)}}};",
+                 f"memcpy({O}, {D}, {int(np.prod(dc)) * out.dtype.itemsize});",
+                 f"int64_t fz_k[{r}] = {{0}}, fz_total = 1;",
+                 f"for (int q = 0; q < {r}; ++q) fz_total *= fz_ni[q];",
+                 "for (int64_t e = 0; e < fz_total; ++e) {",
+                 "    int64_t pi = 0, pu = 0, po = 0;",
+                 f"    for (int q = 0; q < {r}; ++q) {{ pi = pi * fz_ic[q] + fz_k[q]; pu = pu * fz_uc[q] + fz_k[q]; }}",
+                 f"    int64_t j = (int64_t){I}[pi];",
+                 f"    if (j < 0) j += fz_nd[{ax}];",
+                 f"    if (j < 0 || j >= fz_nd[{ax}]) {{ fz_set_error(\"{_c_str(node.label())}: ScatterElements "
+                 f"index out of range\"); return -1; }}",
+                 f"    for (int q = 0; q < {r}; ++q) po = po * fz_dc[q] + (q == {ax} ? j : fz_k[q]);",
+                 "    " + comb.format(o=f"{O}[po]", v=f"{U}[pu]"),
+                 f"    for (int q = {r} - 1; q >= 0; --q) {{ if (++fz_k[q] < fz_ni[q]) break; fz_k[q] = 0; }}",
+                 "}"]
+        fn.run_inline = "\n".join(lines)
+        return fn
 
     def opaque_block(self, b: Block, outs: list[Value]) -> Function:
         from fusion.codegen import opaque_calls
@@ -291,6 +569,8 @@ class ModelEmitter:
     def emit(self, progress=None) -> Artifact:
         t0 = time.perf_counter()
         g = self.graph
+        from fusion.ir.shape_infer import resolve_value_dims
+        resolve_value_dims(g)   # sizes that are run-time values of shape arithmetic get formulas
         for v in g.inputs:
             if not v.is_static:
                 raise UnsupportedOpError(f"input '{v.name}' has open dimensions {list(v.shape)}; bind them with "
@@ -328,7 +608,7 @@ class ModelEmitter:
             for buf in fn.buffers:
                 if buf.role == "in":
                     last_read[buf.name] = k
-        values_by_name = {self.names[id(v)]: v for v in g.values.values() if id(v) in self.names}
+        values_by_name = dict(self.value_by_cname)
         for n in g.nodes:
             for v in n.outputs:
                 if id(v) in self.names:
@@ -346,6 +626,8 @@ class ModelEmitter:
             v = values_by_name.get(buf.name)
             ct = ctype(buf.dtype)
             cst = "const " if buf.role != "out" else ""
+            if buf.name == "fz_dims":
+                return "(const int64_t *)fz_dims"
             if buf.role == "weight":
                 return f"({cst}{ct} *)(W + {self.weights[buf.name][0]})"
             if v is not None and id(v) in in_index:
@@ -394,18 +676,31 @@ class ModelEmitter:
                "    (void)W; (void)M; (void)inputs; (void)outputs;"]
         for sym, bound in self.dyn.items():
             run.append(f"    int64_t {self.dim_var(sym)} = {bound};")
+        for var, _, bound in self.dyn_exprs.values():
+            run.append(f"    int64_t {var} = {bound};")
+        if self.dim_slots:
+            run.append(f"    int64_t fz_dims[{len(self.dim_slots)}];")
+        refresh = self._dyn_refresh()
+        run.extend(refresh)
         run_ids: list[str] = []
         for b, fn in fns:
             inits = ", ".join(f".{buf.name} = {pointer(buf)}" for buf in fn.buffers)
             inits += "".join(f", .{s_} = {s_}" for s_ in sorted(FunctionPrinter(fn)._syms()))
             inline = getattr(fn, "run_inline", None)
+            guards = getattr(fn, "guards", [])
+            if guards:   # a kernel of an If branch
+                run.append("    if (" + " && ".join(f"{'' if want else '!'}(*{pointer(gb)})" for gb, want in guards)
+                           + ") {")
             if inline is not None:
                 run.append(f"    {{ struct {fn.name}_args a = {{ {inits} }};")
                 run.extend("        " + ln for ln in inline.splitlines())
                 run.append("    }")
+                run.extend(refresh)   # the kernel may have decided run-time dims
             else:
                 run.append(f"    {{ struct {fn.name}_args a = {{ {inits} }}; FZ_TIC; {fn.name}(&a); FZ_TOC({len(run_ids)}); }}")
                 run_ids.append(fn.name)
+            if guards:
+                run.append("    }")
         run.extend(tail)
         for j, v in enumerate(g.outputs):
             for d, dim in enumerate(self.runtime_dims(v)):
@@ -440,6 +735,8 @@ class ModelEmitter:
                 f"    return (c && i >= 0 && i < {max(len(g.outputs), 1)}) ? c->out_shape[i] : 0;", "}"]
         if self.extra_sources:
             parts.insert(3, '#include "fz_opaque.h"')
+        if self.dyn or self.dyn_exprs or self._copies:
+            parts.insert(3, _DYN_HELPERS)
         parts.append(_RUNTIME_API.replace("@NOUT@", str(max(len(g.outputs), 1))).replace("@WEIGHTS@", str(len(weights_blob))).replace("@ARENA@", str(max(arena, 64)))
                      .replace("@DIGEST@", digest))
         parts.append("\n".join(run))
@@ -531,15 +828,83 @@ class ModelEmitter:
         return "\n".join(lines)
 
 
-def _leading_only(n) -> bool:
-    """A reshape whose run-time dim is the leading one on both sides, with the
-    same trailing size: padded (capacity-strided) layout equals row-major."""
-    a, b = n.inputs[0], n.outputs[0]
-    if a.rank == 0 or b.rank == 0:
+_DYN_HELPERS = """/* arithmetic of run-time dims (floor semantics, as in the shape formulas) */
+static inline int64_t fz_dmin(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t fz_dmax(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t fz_dfloordiv(int64_t a, int64_t b) { int64_t q = a / b; return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q; }
+static inline int64_t fz_dmod(int64_t a, int64_t b) { int64_t r = a % b; return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r; }
+/* copy the n[] elements of a padded tensor (capacity sc) into another padded layout (capacity dc) */
+static void fz_dyn_copy(void *dst, const void *src, int64_t es, int rank, const int64_t *n, const int64_t *sc,
+                        const int64_t *dc) {
+    int64_t idx[8] = {0}, total = 1;
+    for (int d = 0; d < rank; ++d) total *= n[d];
+    for (int64_t k = 0; k < total; ++k) {
+        int64_t so = 0, dof = 0;
+        for (int d = 0; d < rank; ++d) { so = so * sc[d] + idx[d]; dof = dof * dc[d] + idx[d]; }
+        memcpy((char *)dst + dof * es, (const char *)src + so * es, (size_t)es);
+        for (int d = rank - 1; d >= 0; --d) { if (++idx[d] < n[d]) break; idx[d] = 0; }
+    }
+}"""
+
+
+def _floor(x):
+    import math
+    return math.floor(x)
+
+
+def _ceil(x):
+    import math
+    return math.ceil(x)
+
+
+_ROW_ANCHORS = {"MatMul": (0,), "Gemm": (0,), "Conv": (0,), "ConvTranspose": (0,), "MaxPool": (0,),
+                "AveragePool": (0,), "GlobalAveragePool": (0,), "GlobalMaxPool": (0,)}
+
+
+def _rows_only(b: Block, dynamic: list[Value]) -> bool:
+    """The block's only run-time dim is the leading dim of its anchor's first
+    input and of every value it flows to, and everything but the anchor is
+    elementwise or a layout-keeping reshape: each row is computed from the
+    same row only."""
+    from fusion.codegen.lower import PADDED_SAFE, REORGS
+    a = b.anchor
+    if a is None or a.op not in _ROW_ANCHORS or not dynamic:
         return False
-    if any(not isinstance(d, (int, np.integer)) for d in list(a.shape[1:]) + list(b.shape[1:])):
+    if a.op == "Gemm" and a.attrs.get("transA", 0):
         return False
-    return str(a.shape[0]) == str(b.shape[0]) and int(np.prod(a.shape[1:])) == int(np.prod(b.shape[1:]))
+    if a.op == "MatMul" and (a.inputs[0].rank != 2 or a.inputs[1].rank != 2):
+        return False
+    sym = None
+    for v in dynamic:
+        lead = [d for d in v.shape if not (isinstance(d, (int, np.integer)) and int(d) == 1)]
+        if not lead or isinstance(lead[0], (int, np.integer)) or \
+                any(not isinstance(d, (int, np.integer)) for d in lead[1:]):
+            return False
+        if v.rank == 0 or isinstance(v.shape[0], (int, np.integer)):
+            return False   # the run-time dim must be axis 0 itself (the rows)
+        if sym is None:
+            sym = str(v.shape[0])
+        elif str(v.shape[0]) != sym:
+            return False
+    for x in a.inputs[1:]:
+        if x is not None and x.shape is not None and not x.is_static:
+            return False
+    for n in b.nodes:
+        if n is a:
+            continue
+        cat = n.opdef.category if n.opdef is not None else None
+        if not (cat == "elementwise" or n.op in PADDED_SAFE - {"Transpose"} or n.op in REORGS):
+            return False
+        if n.op in REORGS:
+            continue   # axis 0 stays the run-time rows (checked above for every value)
+        for v in n.inputs + n.outputs:
+            if v is None or v.shape is None:
+                continue
+            if not v.is_static and v.rank != n.outputs[0].rank:
+                return False   # right-aligned broadcasting would move the rows axis
+            if v.is_static and v.rank == n.outputs[0].rank and v.rank and int(v.shape[0]) != 1:
+                return False   # a static operand along the rows axis: sizes must agree at run time
+    return True
 
 
 def _c_str(s: str) -> str:

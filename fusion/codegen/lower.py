@@ -34,12 +34,13 @@ class Composer:
     """Builds the expression of any value inside a block at a given index."""
 
     def __init__(self, nodes: list[Node], cname: Callable[[Value], str], literal: Callable[[Value], E.Expr | None],
-                 shape_of: Callable[[Value], tuple]):
+                 shape_of: Callable[[Value], tuple], dyn: "DynInfo | None" = None):
         self.inside = {id(n) for n in nodes}
         self.cname, self.literal, self.shape_of = cname, literal, shape_of
         self.memo: dict = {}
         self.loads: dict[str, Value] = {}   # buffer name -> value read from outside
         self.stop: set[int] = set()          # values treated as block inputs even if produced inside
+        self.dyn = dyn                       # run-time dims of the block's values (None: all static)
 
     def value(self, v: Value, index: list[E.Expr]) -> E.Expr:
         key = (id(v), tuple(index))
@@ -72,9 +73,371 @@ class Composer:
             src = p.inputs[i]
             return self.value(src, list(idx))
 
-        e = od.lower(p, index, read, k)
+        if self.dyn is not None and self.dyn.touches(p):
+            e = self.dyn.lower(p, index, read, k)
+        else:
+            e = od.lower(p, index, read, k)
         want = dtype_name(v)
         return E.cast(e, want) if e.dtype != want else e
+
+
+# ---------------------------------------------------------------------------
+# Run-time (data-dependent) dims inside a block
+#
+# Values whose dims are decided at run time are laid out with their capacity's
+# strides (padded), and the block is lowered over capacity shapes. An op's
+# index function is then right at every valid output index when it does not
+# use the size of a run-time dim as a number. The ops that do (Shape, Size,
+# Gather's negative indices, Concat offsets, Slice starts, reductions over the
+# dim) get their actual sizes as loads of the model's run-time dims array;
+# reductions over a run-time dim skip the padding (identity element); every
+# other op over a run-time dim is refused with one line naming the node.
+
+# Reductions whose result does not use the number of terms as a value:
+# masking padded terms with the identity element is exact.
+MASKED_REDUCERS = {"ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceSumSquare", "ReduceL1", "ReduceL2",
+                   "ReduceLogSum", "ReduceLogSumExp", "Softmax", "LogSoftmax", "ArgMax", "ArgMin", "Hardmax",
+                   "MatMul", "Gemm", "CumSum"}
+# Ops whose index function is right in the padded layout whatever the sizes
+# (given the broadcast check below for multi-input ops).
+PADDED_SAFE = {"Transpose", "Identity", "Cast", "CastLike", "ConstantOfShape", "Dropout", "Range", "EyeLike"}
+REORGS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+
+
+class DynInfo:
+    """The symbolic shapes of a block's values with run-time dims, and `dim(d)`:
+    an expression giving the actual size `d` (a sympy expression of the run-time
+    symbols) when the kernel runs."""
+
+    def __init__(self, sym_shapes: dict[int, tuple], dim: Callable[[object], E.Expr]):
+        self.sym_shapes, self._dim = sym_shapes, dim
+
+    def touches(self, node: Node) -> bool:
+        return any(v is not None and id(v) in self.sym_shapes for v in node.inputs + node.outputs)
+
+    def sym(self, v: Value) -> tuple:
+        return self.sym_shapes.get(id(v), tuple(v.shape))
+
+    def size(self, v: Value, d: int) -> E.Expr:
+        x = self.sym(v)[d]
+        return E.Const(int(x)) if isinstance(x, (int, np.integer)) else self._dim(x)
+
+    def is_dyn(self, v: Value, d: int) -> bool:
+        return not isinstance(self.sym(v)[d], (int, np.integer))
+
+    def valid(self, v: Value, idx) -> E.Expr | None:
+        """idx lies inside v's actual extents (only its run-time dims are checked)."""
+        if v is None or id(v) not in self.sym_shapes:
+            return None
+        cond = None
+        for d, i in enumerate(idx):
+            if self.is_dyn(v, d):
+                c = E.binary("lt", i, self.size(v, d))
+                cond = c if cond is None else E.binary("and", cond, c)
+        return cond
+
+    def fail(self, node: Node, why: str):
+        vals = [v for v in node.inputs + node.outputs if v is not None and id(v) in self.sym_shapes]
+        raise UnsupportedOpError(f"{node.label()}: {node.op} {why} ({', '.join(v.name + str(list(self.sym(v))) for v in vals[:2])}); "
+                                 f"the C backend does not support it yet")
+
+    # ------------------------------------------------------------ lowering
+    def lower(self, p: Node, index: list[E.Expr], read, k: int) -> E.Expr:
+        ov = getattr(self, "_lower_" + p.op, None)
+        if ov is not None:
+            r = ov(p, index, read, k)
+            if r is not None:
+                return r
+        self.check(p)
+        reads: list[tuple[E.Expr, E.Expr]] = []
+
+        def rec(i, idx):
+            val = read(i, idx)
+            if p.inputs[i] is not None and id(p.inputs[i]) in self.sym_shapes:
+                reads.append((p.inputs[i], list(idx), val))
+            return val
+        e = p.opdef.lower(p, index, rec, k)
+        return self._mask_reductions(p, e, reads)
+
+    def check(self, p: Node) -> None:
+        op = p.op
+        cat = p.opdef.category
+        if op in REORGS:
+            a, b = self.sym(p.inputs[0]), self.sym(p.outputs[0])
+            if not (_prefix_compact(a) and _prefix_compact(b)) and not _same_groups(a, b):
+                self.fail(p, "reshapes across a dimension known only at run time")
+            return
+        if op == "Split":
+            ax = p.attrs.get("axis", 0) % max(p.inputs[0].rank, 1)
+            if self.is_dyn(p.inputs[0], ax):
+                self.fail(p, "splits a dimension known only at run time")
+            return
+        if op in PADDED_SAFE:
+            return
+        if op == "Gather":   # along a static axis (a run-time one goes through _lower_Gather)
+            return
+        if op in ("Trilu", "OneHot"):   # positions compared with each other / a static depth only
+            if op == "OneHot" and not isinstance(self.sym(p.outputs[0])[p.attrs.get("axis", -1) % p.outputs[0].rank],
+                                                 (int, np.integer)):
+                self.fail(p, "has a run-time depth")
+            return
+        if op == "GatherElements":
+            ax = p.attrs.get("axis", 0) % max(p.inputs[0].rank, 1)
+            if self.is_dyn(p.inputs[0], ax):
+                self.fail(p, "indexes along a dimension known only at run time")
+            return
+        if op == "GatherND":
+            if any(self.is_dyn(p.inputs[0], d) for d in range(p.inputs[0].rank)):
+                self.fail(p, "indexes a tensor whose dims are known only at run time")
+            return
+        if op in ("QuantizeLinear", "DequantizeLinear"):
+            cat = "elementwise"
+        if op in ("Pad", "Resize", "Upsample", "Tile"):
+            if all(not self.is_dyn(p.inputs[0], d) or self._untouched_axis(p, d) for d in range(p.inputs[0].rank)):
+                return   # run-time dims pass through unchanged: padded layout is right
+            self.fail(p, "changes the size of a dimension known only at run time")
+        if cat == "elementwise" or op == "Expand":
+            out = self.sym(p.outputs[0])
+            for v in p.inputs:
+                if v is None or id(v) not in self.sym_shapes:
+                    continue
+                sh = self.sym(v)
+                for d, x in zip(out[len(out) - len(sh):], sh):
+                    if not isinstance(x, (int, np.integer)) and str(x) != str(d):
+                        # a run-time size that may be 1 broadcast against a larger one
+                        self.fail(p, "broadcasts a dimension known only at run time")
+            return
+        if cat in ("reduce", "linear", "pool", "nn", "norm"):
+            return   # fine unless it reduces over a run-time dim: checked on the expression
+        self.fail(p, "over a tensor whose shape is known only at run time")
+
+    def _untouched_axis(self, p: Node, d: int) -> bool:
+        """Axis d of a Pad/Resize/Upsample/Tile input keeps its size and positions."""
+        from fusion.ops.shape import const_input
+        x = p.inputs[0]
+        r = x.rank
+        if p.op == "Pad":
+            pads = const_input(p, 1) if len(p.inputs) > 1 and p.input(1) is not None else p.attrs.get("pads")
+            if pads is None:
+                return False
+            pads = [int(t) for t in np.asarray(pads).reshape(-1)]
+            axes = list(range(r))
+            if len(p.inputs) > 3 and p.input(3) is not None:
+                ax = const_input(p, 3)
+                if ax is None:
+                    return False
+                axes = [int(a) % r for a in np.asarray(ax).reshape(-1)]
+            k = len(axes)
+            return all(pads[j] == 0 and pads[j + k] == 0 for j, a in enumerate(axes) if a == d)
+        if p.op == "Tile":
+            reps = const_input(p, 1)
+            return reps is not None and int(np.asarray(reps).reshape(-1)[d]) == 1
+        # Resize / Upsample: the output keeps the run-time dim unchanged
+        return str(self.sym(p.outputs[0])[d]) == str(self.sym(x)[d]) and self._resize_identity_axis(p, d)
+
+    def _resize_identity_axis(self, p: Node, d: int) -> bool:
+        from fusion.ops.shape import const_input
+        for i in (2, 1):   # scales (Resize: input 2; Upsample: input 1)
+            if len(p.inputs) > i and p.input(i) is not None:
+                sc = const_input(p, i)
+                if sc is not None and np.asarray(sc).size > d:
+                    return float(np.asarray(sc).reshape(-1)[d]) == 1.0
+        return False
+
+    def _mask_reductions(self, p: Node, e: E.Expr, reads, allowed: bool = False) -> E.Expr:
+        if not reads:
+            return e
+        old = set()
+        for _, _, val in reads:
+            old.update(id(x) for x in E.walk(val) if isinstance(x, E.Reduce))
+        memo: dict[int, E.Expr] = {}
+
+        def go(x: E.Expr) -> E.Expr:   # bottom-up: a Reduce inside another (Softmax's max in its sum) first
+            r = memo.get(id(x))
+            if r is not None:
+                return r
+            if isinstance(x, E.Reduce) and id(x) in old:
+                memo[id(x)] = x
+                return x
+            kids = x.children()
+            new = [go(c) for c in kids]
+            r = x if all(a is b for a, b in zip(kids, new)) else E.rebuild(x, new)
+            if isinstance(x, E.Reduce):
+                inside = {id(y) for y in E.walk(x.body)}
+                rv = set(x.vars)
+                # reads of run-time-sized inputs at an index that moves with this reduction
+                conds = [self.valid(src, idx) for src, idx, val in reads if id(val) in inside and
+                         any(self.is_dyn(src, d) and E.free_vars(c) & rv for d, c in enumerate(idx))]
+                if conds:
+                    if p.op not in MASKED_REDUCERS and not allowed:
+                        self.fail(p, "reduces over a dimension known only at run time")
+                    cond = conds[0]
+                    for c in conds[1:]:
+                        cond = E.binary("and", cond, c)
+                    ident = reduce_init(x.op, x.body.dtype) if x.op not in ("any", "all") else \
+                        E.Const(x.op == "all", "bool")
+                    r = E.Reduce(x.op, x.vars, E.select(cond, r.body, ident))
+            memo[id(x)] = r
+            return r
+        return go(e)
+
+    # ops that use the size of a run-time dim as a number
+    def _lower_Shape(self, p, index, read, k):
+        from fusion.ops.shape import _shape_range
+        s, e = _shape_range(p)
+        dims = [self.size(p.inputs[0], d) for d in range(s, e)]
+        res = dims[-1] if dims else E.Const(0)
+        for j in range(len(dims) - 2, -1, -1):
+            res = E.select(E.binary("eq", index[0], j), dims[j], res)
+        return E.cast(res, "int64")
+
+    def _lower_Size(self, p, index, read, k):
+        x = p.inputs[0]
+        res = E.Const(1)
+        for d in range(x.rank):
+            res = res * self.size(x, d)
+        return E.cast(res, "int64")
+
+    def _lower_Gather(self, p, index, read, k):
+        d, i = p.inputs
+        ax = p.attrs.get("axis", 0) % max(d.rank, 1)
+        if not self.is_dyn(d, ax):
+            return None
+        q = i.rank
+        j = E.cast(read(1, list(index[ax:ax + q])), "int64")
+        j = E.select(E.binary("lt", j, 0), j + self.size(d, ax), j)
+        return read(0, list(index[:ax]) + [j] + list(index[ax + q:]))
+
+    def _lower_ScatterElements(self, p, index, read, k):
+        """ONNX ScatterElements with the actual sizes: updates at padded positions
+        never match (masked), negative indices count from the actual end."""
+        from fusion.ops.gather import _scatter_result
+        d, i, _ = p.inputs
+        ax = p.attrs.get("axis", 0) % max(d.rank, 1)
+        reads: list = []
+
+        def rec(j, idx):
+            val = read(j, idx)
+            if p.inputs[j] is not None and id(p.inputs[j]) in self.sym_shapes:
+                reads.append((p.inputs[j], list(idx), val))
+            return val
+        valid = E.Const(True)
+        for a, o in enumerate(index):
+            if a != ax:
+                valid = E.binary("and", valid, E.binary("lt", o, self.size(i, a)))
+
+        def at(r):
+            idx = list(index)
+            idx[ax] = r[0]
+            return idx
+
+        def match(r):
+            j = E.cast(rec(1, at(r)), "int64")
+            j = E.select(E.binary("lt", j, 0), j + self.size(d, ax), j)
+            return E.binary("and", valid, E.binary("eq", j, index[ax]))
+
+        e = _scatter_result(p, index, rec, [int(i.shape[ax])], match, at)
+        return self._mask_reductions(p, e, reads, allowed=True)
+
+    def _lower_Concat(self, p, index, read, k):
+        out = p.outputs[0]
+        ax = p.attrs.get("axis", 0) % max(out.rank, 1)
+        pieces = [(i, v) for i, v in enumerate(p.inputs)
+                  if v is not None and not (isinstance(self.sym(v)[ax], (int, np.integer)) and int(self.sym(v)[ax]) == 0)]
+        offs, o = [], E.Const(0)
+        for i, v in pieces:
+            offs.append(o)
+            o = o + self.size(v, ax)
+        res = None
+        for (i, v), off in reversed(list(zip(pieces, offs))):
+            idx = list(index)
+            idx[ax] = index[ax] - off
+            val = read(i, idx)
+            res = val if res is None else E.select(E.binary("lt", index[ax], off + self.size(v, ax)), val, res)
+        return res
+
+    def _lower_Slice(self, p, index, read, k):
+        from fusion.ops.shape import _slice_runtime, slice_geometry, slice_start_formula, const_input
+        x = p.inputs[0]
+        if _slice_runtime(p):
+            if not any(self.is_dyn(x, d) for d in range(x.rank)):
+                return None
+            return self._slice_runtime_args(p, index, read)
+        geo = slice_geometry(p)           # on capacity shapes: right for the static axes
+        starts = np.asarray(const_input(p, 1)).reshape(-1)
+        axes = const_input(p, 3)
+        axes = list(range(len(starts))) if axes is None else [int(a) % x.rank for a in np.asarray(axes).reshape(-1)]
+        steps = const_input(p, 4)
+        steps = [1] * len(starts) if steps is None else [int(t) for t in np.asarray(steps).reshape(-1)]
+        first = {a: (int(s0), st) for s0, a, st in zip(starts, axes, steps)}
+        idx = []
+        for d, (o, (s0, st, _)) in enumerate(zip(index, geo)):
+            if self.is_dyn(x, d) and d in first:
+                s_, st_ = first[d]
+                start = self._dim(slice_start_formula(s_, st_, self.sym(x)[d]))
+                idx.append(start + o * st_)
+            else:
+                idx.append(o * st + s0)
+        return read(0, idx)
+
+    def _slice_runtime_args(self, p, index, read):
+        """Slice whose starts/steps (and axes) are read at run time, on a tensor with
+        run-time dims: the clamped start per axis uses the actual size."""
+        from fusion.ops.shape import const_input, norm_axis, vec
+        x = p.inputs[0]
+        n = int(p.inputs[1].shape[0])
+        const_axes = const_input(p, 3)
+        idx = []
+        for d, o in enumerate(index):
+            dim = self.size(x, d)
+            start, step = E.Const(0), E.Const(1)
+            for j in range(n - 1, -1, -1):
+                sj = E.cast(read(1, [E.Const(j)]), "int64")
+                stj = E.cast(read(4, [E.Const(j)]), "int64") if p.input(4) is not None else E.Const(1)
+                if p.input(3) is None:
+                    hit = E.Const(j == d)
+                elif const_axes is not None:
+                    hit = E.Const(norm_axis(vec(const_axes)[j], x.rank, p) == d)
+                else:
+                    aj = E.cast(read(3, [E.Const(j)]), "int64")
+                    hit = E.binary("eq", E.select(E.binary("lt", aj, 0), aj + x.rank, aj), d)
+                start, step = E.select(hit, sj, start), E.select(hit, stj, step)
+            s0 = E.select(E.binary("lt", start, 0), start + dim, start)
+            hi = E.select(E.binary("lt", step, 0), dim - 1, dim)
+            s0 = E.binary("min", E.binary("max", s0, 0), hi)
+            idx.append(s0 + o * step)
+        return read(0, idx)
+
+
+def _prefix_compact(shape) -> bool:
+    """The padded layout's valid elements are the compact row-major prefix:
+    only the first non-1 dim may be a run-time size."""
+    seen = False
+    for d in shape:
+        if not isinstance(d, (int, np.integer)):
+            if seen:
+                return False
+            seen = True
+        elif int(d) != 1:
+            seen = True
+    return True
+
+
+def _same_groups(a, b) -> bool:
+    """Same run-time dims in the same order, with equal static products
+    between them: the reshape maps padded layouts onto each other."""
+    def groups(sh):
+        out, prod_ = [], 1
+        for d in sh:
+            if isinstance(d, (int, np.integer)):
+                prod_ *= int(d)
+            else:
+                out.append(prod_)
+                out.append(str(d))
+                prod_ = 1
+        return out + [prod_]
+    ga, gb = groups(a), groups(b)
+    return ga == gb
 
 
 # ---------------------------------------------------------------------------
@@ -229,10 +592,10 @@ def choose_outer(shape: tuple[int, ...]) -> int:
 
 def lower_block(name: str, nodes: list[Node], outputs: list[Value], *, cname, literal, shape_of,
                 buffers_for: Callable[[dict, list[Value]], list[Buffer]], parallel_threshold: int = 1 << 15,
-                dyn_extents: list | None = None) -> Function:
+                dyn_extents: list | None = None, dyn: DynInfo | None = None) -> Function:
     """The plain loop nest of a block: iterate the first output's index space;
     every output element is computed from the composed expression."""
-    comp = Composer(nodes, cname, literal, shape_of)
+    comp = Composer(nodes, cname, literal, shape_of, dyn)
     space = output_space(outputs, shape_of)
     n_space = int(np.prod(space)) if space else 1
     for v in outputs:   # every output is stored at the same flat position
@@ -259,7 +622,7 @@ def lower_block(name: str, nodes: list[Node], outputs: list[Value], *, cname, li
         vars_ = [E.Var(f"i{d}", n) for d, n in enumerate(space[:-m])]
         flat = E.linearize(vars_, space[:-m]) * P + fvar if vars_ else fvar
         full = vars_ + E.delinearize(fvar, space[-m:])
-        comp = Composer(nodes, cname, literal, shape_of)
+        comp = Composer(nodes, cname, literal, shape_of, dyn)
         roots = []
         for v in outputs:
             s = tuple(int(d) for d in shape_of(v))

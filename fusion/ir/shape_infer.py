@@ -120,3 +120,217 @@ def check_node(node) -> None:
             raise ShapeError(f"{node.label()}: output '{v.name}' is {v.dtype} but the op gives {np.dtype(dt)}")
         if sh is not None and v.shape is not None and _complete(sh) and _complete(v.shape) and not _same_shape(sh, v.shape):
             raise ShapeError(f"{node.label()}: output '{v.name}' has shape {list(v.shape)} but the op gives {list(sh)}")
+
+
+# ---------------------------------------------------------------------------
+# Sizes that depend on run-time *values* (Expand/Reshape/ConstantOfShape/Range/
+# Tile reading a shape computed from Shape ops of run-time-sized tensors)
+
+SYM_VALUE_LIMIT = 16   # small int tensors only: shape arithmetic, not data
+
+
+def _is_fresh(d, node) -> bool:
+    """A symbol shape inference invented for this node's output (no formula)."""
+    import sympy
+    return isinstance(d, sympy.Symbol) and str(d).startswith(f"{node.name}_")
+
+
+def _sym_values(node, vals, sub):
+    """Symbolic (sympy) values of the node's first output from those of its inputs, or None."""
+    import sympy
+    op = node.op
+    x = node.inputs[0] if node.inputs else None
+    a = [vals.get(id(v)) if v is not None else None for v in node.inputs]
+    out = node.outputs[0]
+    if out.shape is None or not _complete(out.shape) or int(np.prod(out.shape)) > SYM_VALUE_LIMIT:
+        return None
+    if op == "Shape":
+        from fusion.ops.shape import _shape_range
+        s, e = _shape_range(node)
+        return np.array([sympy.sympify(d).xreplace(sub) for d in x.shape[s:e]], dtype=object)
+    if op == "Size":
+        return np.array(sympy.Mul(*[sympy.sympify(d).xreplace(sub) for d in x.shape]), dtype=object)
+    if any(v is None for v, i in zip(a, node.inputs) if i is not None) and op not in ("Where",):
+        return None
+    try:
+        if op in ("Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten"):
+            if op == "Cast" and not np.issubdtype(out.dtype, np.integer):
+                return None
+            return np.asarray(a[0], dtype=object).reshape(out.shape)
+        if op == "Gather":
+            ax = int(node.attrs.get("axis", 0))
+            return np.asarray(np.take(a[0], np.asarray(a[1], dtype=np.int64), axis=ax), dtype=object).reshape(out.shape)
+        if op == "Concat":
+            return np.concatenate([np.asarray(t).reshape(i.shape) for t, i in zip(a, node.inputs)],
+                                  axis=int(node.attrs.get("axis", 0))).reshape(out.shape)
+        if op == "Slice" and x.rank == 1:
+            st, en = [int(np.asarray(t).reshape(-1)[0]) for t in a[1:3]]
+            step = int(np.asarray(a[4]).reshape(-1)[0]) if len(a) > 4 and a[4] is not None else 1
+            return np.asarray(a[0][st:en:step], dtype=object).reshape(out.shape)
+        if op in ("Neg", "Abs") and a[0] is not None:
+            f = (lambda u: -u) if op == "Neg" else sympy.Abs
+            return np.array([sympy.sympify(f(u)) for u in np.asarray(a[0], dtype=object).reshape(-1)],
+                            dtype=object).reshape(out.shape)
+        if op in ("Add", "Sub", "Mul", "Div", "Max", "Min"):
+            p, q = np.broadcast_arrays(np.asarray(a[0], dtype=object), np.asarray(a[1], dtype=object))
+            f = {"Add": lambda u, w: u + w, "Sub": lambda u, w: u - w, "Mul": lambda u, w: u * w,
+                 "Div": _int_div, "Max": sympy.Max, "Min": sympy.Min}[op]
+            return np.array([sympy.sympify(f(u, w)) for u, w in zip(p.reshape(-1), q.reshape(-1))],
+                            dtype=object).reshape(out.shape)
+        if op in ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"):
+            p, q = np.broadcast_arrays(np.asarray(a[0], dtype=object), np.asarray(a[1], dtype=object))
+            res = []
+            for u, w in zip(p.reshape(-1), q.reshape(-1)):
+                rel = {"Equal": sympy.Eq, "Less": sympy.Lt, "Greater": sympy.Gt, "LessOrEqual": sympy.Le,
+                       "GreaterOrEqual": sympy.Ge}[op](sympy.sympify(u), sympy.sympify(w))
+                if rel not in (sympy.true, sympy.false):
+                    return None
+                res.append(sympy.true if rel == sympy.true else sympy.false)
+            return np.array(res, dtype=object).reshape(out.shape)
+        if op == "Where":
+            if a[0] is None:
+                return None
+            c, p, q = np.broadcast_arrays(*[np.asarray(t, dtype=object) for t in a])
+            if p.dtype == object and any(t is None for t in (a[1], a[2])):
+                return None
+            return np.array([u if bool(cc) else w for cc, u, w in zip(c.reshape(-1), p.reshape(-1), q.reshape(-1))],
+                            dtype=object).reshape(out.shape)
+    except Exception:
+        return None
+    return None
+
+
+def _int_div(u, w):
+    """ONNX integer Div truncates toward zero: floor only when the signs are known."""
+    import sympy
+    u, w = sympy.sympify(u), sympy.sympify(w)
+    if u.is_nonnegative and w.is_positive or u.is_nonpositive and w.is_negative:
+        return sympy.floor(u / w)
+    if u.is_Integer and w.is_Integer and int(w) != 0:
+        return sympy.Integer(int(int(u) / int(w)))
+    raise ValueError("sign unknown")
+
+
+def _const_sym(v):
+    import sympy
+    a = v.value if hasattr(v, "value") else None
+    if a is None or a.size > SYM_VALUE_LIMIT:
+        return None
+    if a.dtype == np.bool_:
+        return np.array([sympy.true if b else sympy.false for b in a.reshape(-1)], dtype=object).reshape(a.shape)
+    if not np.issubdtype(a.dtype, np.integer):
+        return None
+    return np.array([sympy.Integer(int(t)) for t in a.reshape(-1)], dtype=object).reshape(a.shape)
+
+
+def _dims_from_values(node, vals, sub):
+    """Formulas for the output dims of a node whose size is a run-time value."""
+    import sympy
+    op = node.op
+    x = node.inputs[0] if node.inputs else None
+
+    def sv(i):
+        v = node.inputs[i] if i < len(node.inputs) else None
+        return None if v is None else vals.get(id(v))
+    xs = [sympy.sympify(d).xreplace(sub) for d in x.shape] if x is not None and x.shape is not None else None
+    if op == "Expand" and sv(1) is not None:
+        s = list(sv(1).reshape(-1))
+        r = max(len(s), len(xs))
+        xs_ = [sympy.Integer(1)] * (r - len(xs)) + xs
+        s_ = [sympy.Integer(1)] * (r - len(s)) + s
+        return [a if b == 1 else b if a == 1 else a for a, b in zip(xs_, s_)]
+    if op == "ConstantOfShape" and sv(0) is not None:
+        return list(sv(0).reshape(-1))
+    if op == "Reshape" and sv(1) is not None:
+        s = list(sv(1).reshape(-1))
+        allowzero = int(node.attrs.get("allowzero", 0) or 0)
+        s = [xs[i] if (d == 0 and not allowzero) else d for i, d in enumerate(s)]
+        if any(d == -1 for d in s):
+            known = sympy.Mul(*[d for d in s if d != -1])
+            s = [sympy.simplify(sympy.Mul(*xs) / known) if d == -1 else d for d in s]
+        return s
+    if op == "Slice" and sv(1) is not None and sv(2) is not None:
+        from fusion.ops.shape import slice_count_formula
+        r = len(xs)
+        starts, ends = list(sv(1).reshape(-1)), list(sv(2).reshape(-1))
+        if len(node.inputs) > 3 and node.inputs[3] is not None:
+            if sv(3) is None:
+                return None
+            axes = [int(a) % r for a in sv(3).reshape(-1)]
+        else:
+            axes = list(range(len(starts)))
+        if len(node.inputs) > 4 and node.inputs[4] is not None:
+            if sv(4) is None:
+                return None
+            steps = [int(t) for t in sv(4).reshape(-1)]
+        else:
+            steps = [1] * len(starts)
+        dims = list(xs)
+        for st, en, a, k in zip(starts, ends, axes, steps):
+            f = slice_count_formula(st, en, k, xs[a])
+            if f is None:
+                return None
+            dims[a] = f
+        return dims
+    if op == "Tile" and sv(1) is not None:
+        return [a * b for a, b in zip(xs, list(sv(1).reshape(-1)))]
+    if op == "Range" and all(sv(i) is not None for i in range(3)) and np.issubdtype(node.inputs[0].dtype, np.integer):
+        st, li, de = (sympy.sympify(sv(i).reshape(-1)[0]) for i in range(3))
+        return [sympy.Max(sympy.ceiling((li - st) / de), 0)]
+    return None
+
+
+def resolve_value_dims(graph) -> dict:
+    """Give a formula to every output dim that shape inference left as a fresh
+    symbol because it is a run-time *value* (Expand to a shape built from Shape
+    ops of run-time-sized tensors...), by evaluating that shape arithmetic on
+    sympy symbols. Rewrites the shapes of the graph's (and subgraphs') values
+    in place; returns {fresh symbol: formula}."""
+    import sympy
+    sub: dict = {}
+    vals: dict[int, np.ndarray] = {}
+
+    def visit(g):
+        for n in g.nodes:
+            for v in n.inputs:
+                if v is not None and id(v) not in vals:
+                    c = _const_sym(v)
+                    if c is not None:
+                        vals[id(v)] = c
+            for sg in n.subgraphs():
+                visit(sg)
+            fresh = [d for v in n.outputs if v.shape is not None for d in v.shape if _is_fresh(d, n)]
+            if fresh and len(n.outputs) == 1:
+                dims = _dims_from_values(n, vals, sub)
+                out = n.outputs[0]
+                if dims is not None and len(dims) == len(out.shape):
+                    for d, f in zip(out.shape, dims):
+                        if _is_fresh(d, n) and not (isinstance(f, sympy.Basic) and f.has(d)):
+                            sub[d] = sympy.sympify(f)
+            if n.outputs and id(n.outputs[0]) not in vals:
+                try:
+                    r = _sym_values(n, vals, sub)
+                except Exception:
+                    r = None
+                if r is not None:
+                    vals[id(n.outputs[0])] = r
+    visit(graph)
+    if sub:
+        def apply(g):
+            for v in list(g.values.values()) if hasattr(g, "values") else []:
+                if v.shape is not None and not _complete(v.shape):
+                    v.shape = tuple(d if isinstance(d, (int, np.integer)) else
+                                    _int_or(sympy.sympify(d).xreplace(sub)) for d in v.shape)
+            for n in g.nodes:
+                for v in n.all_inputs() + n.outputs:
+                    if v is not None and v.shape is not None and not _complete(v.shape):
+                        v.shape = tuple(d if isinstance(d, (int, np.integer)) else
+                                        _int_or(sympy.sympify(d).xreplace(sub)) for d in v.shape)
+                for sg in n.subgraphs():
+                    apply(sg)
+        apply(graph)
+    return sub
+
+
+def _int_or(e):
+    return int(e) if getattr(e, "is_Integer", False) else e

@@ -407,12 +407,52 @@ def slice_geometry(node, shape=None, args=None):
             if int(s) == 0 and st == 1 and int(e) >= 2 ** 31 - 1:
                 geo[a] = (0, 1, d)
             else:
-                import sympy
-                geo[a] = (None, st, sympy.Symbol(f"{node.name}_len{a}", integer=True, nonnegative=True))
+                geo[a] = (None, st, slice_count_formula(int(s), int(e), int(st), d))
             continue
         s0, e0, _ = slice(int(s), int(e), st).indices(d)
         geo[a] = (s0, st, len(range(s0, e0, st)))
     return geo
+
+
+class _Undecided(Exception):
+    pass
+
+
+def slice_count_formula(s: int, e: int, st: int, d):
+    """ONNX's clamping rules as a sympy formula of the open dim `d` (a
+    run-time size): the slice's length, with the same integer semantics as
+    Python's slice(s, e, st).indices(d). s and e may be formulas of run-time
+    sizes too (their sign must then be known); None when it is not."""
+    import sympy
+
+    def norm(x, lo, hi):
+        x = sympy.sympify(x)
+        if x.is_Integer and (x >= 2 ** 31 - 1 or x <= -2 ** 31):   # "to the end" / "from the start"
+            return hi if x > 0 else lo
+        if x.is_negative:
+            x = x + d
+        elif not x.is_nonnegative:
+            raise _Undecided
+        return sympy.Min(sympy.Max(x, lo), hi)
+    try:
+        if st > 0:
+            b, f = norm(s, 0, d), norm(e, 0, d)
+            span = f - b
+        else:
+            b, f = norm(s, -1, d - 1), norm(e, -1, d - 1)
+            span = b - f
+    except _Undecided:   # a run-time start/end whose sign is unknown: no formula
+        return None
+    k = abs(st)
+    n = span if k == 1 else sympy.floor((span + k - 1) / k)
+    return sympy.Max(n, 0)
+
+
+def slice_start_formula(s: int, st: int, d):
+    """The first index a Slice reads on an open axis (same rules as above)."""
+    import sympy
+    x = s + d if s < 0 else sympy.Integer(s)
+    return sympy.Min(sympy.Max(x, 0), d) if st > 0 else sympy.Min(sympy.Max(x, -1), d - 1)
 
 
 def _slice_lower_runtime(node, out, read):
