@@ -361,3 +361,128 @@ def test_epilogue_concat_with_other_inputs_keeps_every_piece():
     m = model([h.make_node("Conv", ["x", "w"], ["c"]), h.make_node("Concat", ["y", "c"], ["z"], axis=1)],
               [("x", F, [1, 3, 6, 6]), ("y", F, [1, 2, 6, 6])], [("z", F)], [const("w", W(4, 3, 1, 1))])
     check(m)
+
+
+# --------------------------------------------------------------------------- vectorizable float math
+
+def _check_wide(proto, scale=8.0):
+    """check() with inputs over a wide range, some of them extreme."""
+    g = fusion.load(proto)
+    feeds = {k: v * scale for k, v in random_inputs(g, seed=5).items()}
+    for v in feeds.values():
+        flat = v.reshape(-1)
+        flat[:8] = [0.0, -0.0, 30.0, -30.0, 90.0, -110.0, 1e-3, -1e-3][:flat.size]
+    expected = run_onnxruntime(proto, feeds)
+    mod = fusion.compile(g, threads=1, profile_db=False)
+    rep = compare(mod.run(feeds), expected)
+    assert rep.ok, str(rep)
+    return mod
+
+
+def test_float_math_uses_the_vectorizable_runtime_functions():
+    nodes = [h.make_node("Exp", ["x"], ["e"]), h.make_node("Tanh", ["x"], ["t"]), h.make_node("Erf", ["x"], ["r"]),
+             h.make_node("Abs", ["x"], ["a"]), h.make_node("Log", ["a"], ["l"]), h.make_node("Sigmoid", ["x"], ["s"]),
+             h.make_node("Sum", ["t", "r", "l", "s"], ["u"])]
+    m = model(nodes, [("x", F, [4, 33])], [("e", F), ("u", F)])
+    mod = _check_wide(m)
+    src = mod.c_source
+    for fn in ("fz_expf(", "fz_tanhf(", "fz_erff(", "fz_logf("):
+        assert fn in src
+    assert not re.search(r"(?<![\w])(expf|tanhf|erff|logf)\(", src)
+
+
+def test_float64_math_keeps_libm():
+    m = model([h.make_node("Exp", ["x"], ["e"]), h.make_node("Tanh", ["e"], ["z"])], [("x", T.DOUBLE, [3, 5])],
+              [("z", T.DOUBLE)])
+    src = check(m).c_source
+    assert re.search(r"(?<![\w])exp\(", src) and re.search(r"(?<![\w])tanh\(", src) and "fz_expf(" not in src
+
+
+def test_gemm_epilogue_gelu_uses_vectorizable_erf():
+    m = model([h.make_node("MatMul", ["x", "w"], ["m"]), h.make_node("Add", ["m", "b"], ["a"]),
+               h.make_node("Gelu", ["a"], ["z"])],
+              [("x", F, [16, 24])], [("z", F)], [const("w", W(24, 40) * 0.3), const("b", W(40))], opset=20)
+    mod = _check_wide(m, scale=1.0)
+    assert mod.report["kernels"] == 1 and "fz_erff(" in mod.c_source
+
+
+def test_conv_mish_epilogue_is_one_exp():
+    m = model([h.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), h.make_node("Mish", ["c"], ["z"])],
+              [("x", F, [1, 3, 8, 8])], [("z", F)], [const("w", W(8, 3, 3, 3)), const("b", W(8))], opset=18)
+    mod = _check_wide(m, scale=4.0)
+    assert "fz_tanh_softplusf(" in mod.c_source and "fz_logf(" not in mod.c_source
+
+
+def test_c_printer_spells_fast_math_only_where_asked():
+    from fusion.codegen.cprint import ExprPrinter, fast_math
+    from fusion.ir import expr as E
+    x = E.Var("x", 8)
+    ld = E.Load("buf", (x,), "float32")
+    e = E.Call("exp", (ld,), "float32")
+    mish = E.Call("tanh", (E.Call("log", (E.Bin("add", E.Call("exp", (ld,), "float32"), E.Const(1.0, "float32"),
+                                                 "float32"),), "float32"),), "float32")
+    plain = ExprPrinter({"buf": (8,)})
+    # OpenCL prints anchor epilogues with this printer and maps libm names to its builtins
+    assert plain.p(e).startswith("expf(") and plain.p(mish).startswith("tanhf(logf(")
+    with fast_math():
+        assert plain.p(e).startswith("fz_expf(") and plain.p(mish) == "fz_tanh_softplusf(buf[x])"
+        assert ExprPrinter({"buf": (8,)}, fast=False).p(e).startswith("expf(")
+    assert ExprPrinter({"buf": (8,)}, fast=True).p(e).startswith("fz_expf(")
+    d = E.Call("exp", (E.Load("buf", (x,), "float64"),), "float64")
+    assert ExprPrinter({"buf": (8,)}, fast=True).p(d).startswith("exp(")
+
+
+_POOL_STRESS = r"""
+#include "fz_runtime.h"
+static int32_t fz_st_hits[4096];
+static void fz_st_task(void *arg, int64_t b, int64_t e) {
+    (void)arg;
+    for (int64_t i = b; i < e; i++) {
+        __atomic_add_fetch(&fz_st_hits[i], 1, __ATOMIC_RELAXED);
+        if ((i & 63) == 0) for (volatile int k = 0; k < 200; k++) {}
+    }
+}
+/* items run exactly once per job, all of them before fz_parallel_for returns */
+int64_t fz_pool_stress(int threads, int jobs) {
+    int64_t errors = 0;
+    fz_set_threads(threads);
+    for (int j = 0; j < jobs; j++) {
+        int64_t n = 1 + (j * 7919) % 4096;
+        memset(fz_st_hits, 0, sizeof fz_st_hits);
+        fz_parallel_for(n, fz_st_task, NULL);
+        for (int64_t i = 0; i < 4096; i++) errors += fz_st_hits[i] != (i < n);
+    }
+    return errors;
+}
+"""
+
+
+def test_thread_pool_runs_every_item_once_with_more_threads_than_cores(tmp_path):
+    # workers that wake late (oversubscribed cores) must neither be waited for nor claim a later job's items
+    import ctypes
+    from fusion.codegen.build import RUNTIME_DIR
+    from fusion.toolchain import compile_shared
+    src = tmp_path / "stress.c"
+    src.write_text(_POOL_STRESS)
+    lib = ctypes.CDLL(compile_shared([str(src)], str(tmp_path / "libstress.so"), "host",
+                                     extra_flags=[f"-I{RUNTIME_DIR}"]).path)
+    lib.fz_pool_stress.restype = ctypes.c_int64
+    for threads in (2, 3, 5, 2, 1, 4):
+        assert lib.fz_pool_stress(threads, 400) == 0, threads
+
+
+def test_gemm_tile_width_fits_narrow_matrices():
+    from fusion.codegen.kernels.common import GemmShape
+    from fusion.codegen.kernels.gemm import fit_columns
+    from fusion.targets import get_target
+    avx512 = type("T", (), {"vector_registers": 32})()
+    g = GemmShape(lanes=16, nv=3, mr=8, kc=64, mc=128, nc=192)
+    assert fit_columns(g, 26, avx512).nr == 32 and fit_columns(g, 64, avx512).nr == 32   # head dims
+    assert fit_columns(g, 1200, avx512) == g and fit_columns(g, 96, avx512) == g          # 48 divides them
+    narrow = fit_columns(g, 128, avx512)
+    assert narrow.nc % narrow.nr == 0 and narrow.mc % narrow.mr == 0
+    neon = GemmShape(lanes=4, nv=3, mr=8, kc=64, mc=128, nc=48)
+    assert fit_columns(neon, 26, get_target("linux-arm64")) == neon
+    # end to end: a batched attention product with head dim 26 on the narrow tile, against onnxruntime
+    m = model([h.make_node("MatMul", ["p", "v"], ["z"])], [("p", F, [3, 40, 40]), ("v", F, [3, 40, 26])], [("z", F)])
+    check(m)

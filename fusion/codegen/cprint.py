@@ -4,11 +4,21 @@ Spelling only: every decision (what to compute, where, in which loop) was
 made by lowering. Integer division and modulo follow the expression
 language's floor semantics through helpers in fz_runtime.h, except where
 value ranges prove both sides non-negative (then plain C `/` and `%`).
+
+Float exp, log, log1p, tanh and erf print as fz_runtime.h's inline versions
+(fz_expf ...), which vectorize, where the printer knows the text is C that
+includes fz_runtime.h: FunctionPrinter's own loop nests, and whatever is
+printed inside `with fast_math():` (the GEMM kernels wrap their prologue and
+epilogue callbacks in it); there Mish's tanh(log(exp(y) + 1)) is one call,
+fz_tanh_softplusf(y). Everywhere else the libm names stay, because OpenCL
+reuses this printer for anchor epilogues and maps libm names to its builtins.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -70,6 +80,20 @@ def c_const(value, dtype: str) -> str:
     return f"(({ct}){v})"
 
 
+_FAST_MATH = contextvars.ContextVar("fusion_c_fast_math", default=False)
+
+
+@contextlib.contextmanager
+def fast_math(on: bool = True) -> Iterator[None]:
+    """Within this block, ExprPrinters without an explicit setting spell float
+    math with fz_runtime.h's vectorizable functions."""
+    token = _FAST_MATH.set(on)
+    try:
+        yield
+    finally:
+        _FAST_MATH.reset(token)
+
+
 def fold_divmod(e: E.Expr) -> E.Expr:
     """(a // k) * k + a % k -> a in an affine sum: what splitting a flat
     index into dims and linearizing it again leaves behind."""
@@ -95,13 +119,28 @@ def fold_divmod(e: E.Expr) -> E.Expr:
     return E._from_affine(terms, c, e.dtype)
 
 
+def _softplus_arg(e: E.Expr) -> E.Expr | None:
+    """y when e is log(exp(y) + 1) (either operand order), else None."""
+    if not (isinstance(e, E.Call) and e.fn == "log" and isinstance(e.args[0], E.Bin) and e.args[0].op == "add"):
+        return None
+    a, b = e.args[0].a, e.args[0].b
+    for x, one in ((a, b), (b, a)):
+        if isinstance(x, E.Call) and x.fn == "exp" and isinstance(one, E.Const) and one.value == 1.0:
+            return x.args[0]
+    return None
+
+
 class ExprPrinter:
     """Expressions -> C. `load(name, flat_index_c, dtype)` spells a buffer read;
-    `var(name)` a loop variable; `shapes[name]` gives each buffer's shape."""
+    `var(name)` a loop variable; `shapes[name]` gives each buffer's shape.
+    `fast`: spell float math with fz_runtime.h's functions (None: as the
+    enclosing `fast_math()` block says, else libm)."""
 
     def __init__(self, shapes: dict[str, tuple], load: Callable[[str, str], str] | None = None,
-                 var: Callable[[str], str] | None = None, sym: Callable[[str], str] | None = None):
+                 var: Callable[[str], str] | None = None, sym: Callable[[str], str] | None = None,
+                 fast: bool | None = None):
         self.shapes = shapes
+        self.fast = fast
         self.load = load or (lambda name, idx: f"{name}[{idx}]")
         self.var = var or (lambda name: name)
         self.sym = sym or (lambda name: name)
@@ -200,7 +239,15 @@ class ExprPrinter:
             if e.fn == "abs":
                 return f"fz_abs_{SUFFIX[dt]}({args})"
             return f"(({ctype(e.dtype)}){intr.c_double}((double){args}))"
-        return f"{intr.c_float if dt != 'float64' else intr.c_double}({args})"
+        if dt == "float64":
+            return f"{intr.c_double}({args})"
+        fast = self.fast if self.fast is not None else _FAST_MATH.get()
+        if fast and e.fn == "tanh" and dt == "float32":
+            y = _softplus_arg(e.args[0])
+            if y is not None:
+                # Mish's tanh(log(exp(y) + 1)): one exp instead of three calls
+                return f"fz_tanh_softplusf({self.p(y)})"
+        return f"{(intr.c_fast if fast else '') or intr.c_float}({args})"
 
 
 class FunctionPrinter:
@@ -210,7 +257,8 @@ class FunctionPrinter:
         self.fn = fn
         self.vectorize = vectorize
         shapes = {b.name: b.shape for b in fn.buffers}
-        self.ep = ExprPrinter(shapes, sym=lambda n: f"A->{n}")
+        # Generated C always includes fz_runtime.h (OpenCL's subclass replaces this printer).
+        self.ep = ExprPrinter(shapes, sym=lambda n: f"A->{n}", fast=True)
         self.lines: list[str] = []
 
     def struct(self) -> str:

@@ -1,7 +1,8 @@
 """Math functions an expression may call, described once for every consumer.
 
 Each entry says how numpy (reference/interpreter), sympy (rewrite proofs), C
-(float and double spellings, libm), OpenCL C and LLVM compute it. Backends read
+(float and double spellings, libm, and the vectorizable float version in
+fz_runtime.h where there is one), OpenCL C and LLVM compute it. Backends read
 this table; they keep no private list of functions.
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ class Intrinsic:
     c_double: str
     opencl: str              # OpenCL C builtin
     llvm: str = ""           # LLVM intrinsic base name (e.g. "llvm.exp"), "" -> libm call
+    c_fast: str = ""         # inline float version in fz_runtime.h (vectorizes; libm's calls do
+                             # not), "" -> c_float. Only the C printer's generated code has it.
 
 
 def _erf(x):
@@ -36,15 +39,15 @@ def _round_half_even(x):
 INTRINSICS: dict[str, Intrinsic] = {}
 
 
-def _add(name, arity, numpy, sympy, c_float, c_double, opencl, llvm=""):
-    INTRINSICS[name] = Intrinsic(name, arity, numpy, sympy, c_float, c_double, opencl, llvm)
+def _add(name, arity, numpy, sympy, c_float, c_double, opencl, llvm="", c_fast=""):
+    INTRINSICS[name] = Intrinsic(name, arity, numpy, sympy, c_float, c_double, opencl, llvm, c_fast)
 
 
-_add("exp", 1, np.exp, lambda s, x: s.exp(x), "expf", "exp", "exp", "llvm.exp")
-_add("log", 1, np.log, lambda s, x: s.log(x), "logf", "log", "log", "llvm.log")
+_add("exp", 1, np.exp, lambda s, x: s.exp(x), "expf", "exp", "exp", "llvm.exp", c_fast="fz_expf")
+_add("log", 1, np.log, lambda s, x: s.log(x), "logf", "log", "log", "llvm.log", c_fast="fz_logf")
 _add("sqrt", 1, np.sqrt, lambda s, x: s.sqrt(x), "sqrtf", "sqrt", "sqrt", "llvm.sqrt")
-_add("tanh", 1, np.tanh, lambda s, x: s.tanh(x), "tanhf", "tanh", "tanh")
-_add("erf", 1, _erf, lambda s, x: s.erf(x), "erff", "erf", "erf")
+_add("tanh", 1, np.tanh, lambda s, x: s.tanh(x), "tanhf", "tanh", "tanh", c_fast="fz_tanhf")
+_add("erf", 1, _erf, lambda s, x: s.erf(x), "erff", "erf", "erf", c_fast="fz_erff")
 _add("abs", 1, np.abs, lambda s, x: s.Abs(x), "fabsf", "fabs", "fabs", "llvm.fabs")
 _add("floor", 1, np.floor, lambda s, x: s.floor(x), "floorf", "floor", "floor", "llvm.floor")
 _add("ceil", 1, np.ceil, lambda s, x: s.ceiling(x), "ceilf", "ceil", "ceil", "llvm.ceil")
@@ -60,7 +63,7 @@ _add("cosh", 1, np.cosh, lambda s, x: s.cosh(x), "coshf", "cosh", "cosh")
 _add("asinh", 1, np.arcsinh, lambda s, x: s.asinh(x), "asinhf", "asinh", "asinh")
 _add("acosh", 1, np.arccosh, lambda s, x: s.acosh(x), "acoshf", "acosh", "acosh")
 _add("atanh", 1, np.arctanh, lambda s, x: s.atanh(x), "atanhf", "atanh", "atanh")
-_add("log1p", 1, np.log1p, lambda s, x: s.log(1 + x), "log1pf", "log1p", "log1p")
+_add("log1p", 1, np.log1p, lambda s, x: s.log(1 + x), "log1pf", "log1p", "log1p", c_fast="fz_log1pf")
 _add("expm1", 1, np.expm1, lambda s, x: s.exp(x) - 1, "expm1f", "expm1", "expm1")
 _add("isnan", 1, np.isnan, None, "isnan", "isnan", "isnan")
 _add("isinf", 1, np.isinf, None, "isinf", "isinf", "isinf")
