@@ -434,10 +434,6 @@ def test_nan_inf_inputs_through_elementwise_ops():
     assert rep.ok, str(rep)
 
 
-@pytest.mark.xfail(strict=True, reason="fusion/codegen/cprint.py (_pragma): a float max/min reduction loop gets "
-                                       "'#pragma omp simd reduction(max:t)'; OpenMP's max combiner drops NaN "
-                                       "(ReduceMax of a tensor holding NaN gives inf). Use a NaN-propagating "
-                                       "declared reduction (omp declare reduction with fz_max_f32) or no clause")
 def test_nan_inf_inputs_propagate():
     """Relu, Softmax, ReduceMax on NaN and +-Inf: as onnxruntime, except that
     onnxruntime's ReduceMax skips a NaN (gives inf here) where the ONNX
@@ -500,18 +496,16 @@ def _pool_model(out_shape=None, **attrs):
                   [_vi("x", [8, 8, 4])], [_vi("y", out_shape)], [s], opset=21)
 
 
-@pytest.mark.xfail(strict=True, reason="fusion/ops/pool.py: a zero stride with a declared output shape "
-                                       "passes the import, but graph.verify after rewriting re-runs the shape "
-                                       "rule and a ZeroDivisionError escapes (pool_geometry should refuse "
-                                       "strides/dilations/kernel <= 0 with a ShapeError)")
+# Was a finding: a zero stride with a declared output shape passed the import and a
+# ZeroDivisionError escaped pool_geometry when the graph was verified; window attributes
+# are now checked at import (fusion/ops/pool.py check_window_attrs).
 def test_pool_zero_stride_after_reshape():
     with pytest.raises(Exception) as ei:
         _load_rewrite_plan(_pool_model([1, 8, 6, 2], strides=[1, 0]))
     _one_line(ei.value, "AveragePool")
 
 
-@pytest.mark.xfail(strict=True, reason="fusion/ops/pool.py: kernel_shape or dilations of 0 are accepted "
-                                       "(onnxruntime refuses them); pool_geometry should raise a ShapeError")
+# Was a finding: kernel_shape or dilations of 0 were accepted (onnxruntime refuses them).
 @pytest.mark.parametrize("attrs", [{"dilations": [0, 1]}, {"kernel_shape": [0, 3]}], ids=["dilation0", "kernel0"])
 def test_pool_zero_kernel_or_dilation(attrs):
     m = _model([helper.make_node("MaxPool", ["x"], ["y"], **({"kernel_shape": [3, 3]} | attrs))],
@@ -519,10 +513,9 @@ def test_pool_zero_kernel_or_dilation(attrs):
     _load_error(m, "MaxPool")
 
 
-@pytest.mark.xfail(strict=True, reason="fusion/ir/onnx_import.py keeps an attribute whose name is not UTF-8 "
-                                       "as a bytes key; fusion/plan/mapping.py _signature then sorts bytes "
-                                       "with str (TypeError). The importer should refuse attributes the op "
-                                       "does not define (onnx.checker does) or decode names")
+# Was a finding: an attribute name that is not UTF-8 was kept as a bytes key and
+# fusion/plan/mapping.py sorted bytes with str (TypeError); the importer now refuses
+# attributes the op does not define.
 def test_attribute_name_not_utf8():
     m = _pool_model(strides=[1, 1])
     a = m.graph.node[1].attribute.add()
@@ -532,4 +525,60 @@ def test_attribute_name_not_utf8():
     raw = m.SerializeToString().replace(b"\x04pads", b"\x04p\xffds")
     with pytest.raises(Exception) as ei:
         _load_rewrite_plan(onnx.load_from_string(raw))
-    _one_line(ei.value)
+    _one_line(ei.value, "AveragePool", "UTF-8")
+
+
+def _window_model(op, opset=17, out_shape=(1, 2, 4, 4), **attrs):
+    w = numpy_helper.from_array(np.ones((2, 2, 3, 3), np.float32), "w")
+    conv = op.startswith("Conv")
+    return _model([helper.make_node(op, ["x", "w"] if conv else ["x"], ["y"], name="win", **attrs)],
+                  [_vi("x", [1, 2, 6, 6])], [_vi("y", out_shape)], [w] if conv else [], opset=opset)
+
+
+@pytest.mark.parametrize("op", ["Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"])
+@pytest.mark.parametrize("attrs, words", [
+    ({"strides": [1, 0]}, ["strides", "positive"]),
+    ({"strides": [1, 0], "auto_pad": "SAME_UPPER"}, ["strides", "positive"]),
+    ({"dilations": [-1, 1]}, ["dilations", "positive"]),
+    ({"kernel_shape": [3, 0]}, ["kernel_shape", "positive"]),
+    ({"pads": [-1, 0, 0, 0]}, ["pads", "non-negative"]),
+    ({"pads": [1, 1]}, ["pads", "rank 4"]),
+    ({"strides": [1]}, ["strides", "rank 4"]),
+    ({"dilations": [1, 1], "strides": [1, 1, 1]}, ["strides", "3 spatial dims"]),
+    ({"auto_pad": "SAME"}, ["auto_pad", "SAME"]),
+], ids=["stride0", "stride0-same", "dilation-neg", "kernel0", "pads-neg", "pads-short", "strides-short",
+        "lengths-disagree", "auto-pad-unknown"])
+def test_window_attributes_onnxruntime_refuses(op, attrs, words):
+    """Every sliding-window op: geometry onnxruntime refuses is a one-line error
+    naming the node and the attribute (the declared output shape must not let
+    it through: the shape rule would divide by a zero stride after rewriting)."""
+    a = dict({} if op.startswith("Conv") else {"kernel_shape": [3, 3]}, **attrs)
+    with pytest.raises(Exception) as ei:
+        _load_rewrite_plan(_window_model(op, **a))
+    _one_line(ei.value, "node 'win'", op, *words)
+
+
+@pytest.mark.parametrize("op", ["Conv", "ConvTranspose"])
+def test_kernel_shape_must_match_the_weight(op):
+    # The shape rules trust kernel_shape; onnxruntime refuses a mismatch with W's spatial dims.
+    with pytest.raises(Exception) as ei:
+        _load_rewrite_plan(_window_model(op, kernel_shape=[2, 2]))
+    _one_line(ei.value, op, "kernel_shape", "'w'")
+
+
+def test_valid_window_attributes_still_load():
+    g = fusion.load(_window_model("Conv", kernel_shape=[3, 3], strides=[1, 1], dilations=[1, 1], pads=[0, 0, 0, 0]))
+    assert g.outputs[0].shape == (1, 2, 4, 4)
+    g = fusion.load(_window_model("MaxPool", kernel_shape=[3, 3], auto_pad="VALID"))
+    assert g.outputs[0].shape == (1, 2, 4, 4)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("pads", [[3, 0, 0, 0], [0, 0, 0, 4]])
+def test_pool_pads_as_large_as_the_kernel(op, pads):
+    # onnxruntime refuses them (a window wholly in the padding has no input element:
+    # AveragePool would divide by a count of 0); a Conv may pad that much.
+    with pytest.raises(Exception) as ei:
+        fusion.load(_window_model(op, kernel_shape=[3, 3], pads=pads))
+    _one_line(ei.value, op, "pads", "smaller than kernel_shape")
+    assert fusion.load(_window_model("Conv", out_shape=None, pads=pads)).outputs[0].shape[2:] in ((7, 4), (4, 8))

@@ -335,6 +335,11 @@ class FunctionPrinter:
         else:
             raise TypeError(type(s))
 
+    # max/min reductions over floats use the combiners declared in fz_runtime.h,
+    # which keep NaN (OpenMP's built-in max/min drop it)
+    _NAN_REDUCTIONS = {("max", "float32"): "fz_maxf", ("min", "float32"): "fz_minf",
+                       ("max", "float64"): "fz_maxd", ("min", "float64"): "fz_mind"}
+
     def _pragma(self, loop: Loop) -> str:
         # Reductions over floats only vectorize when the compiler may
         # reassociate; say so explicitly (onnxruntime reassociates too).
@@ -342,9 +347,15 @@ class FunctionPrinter:
         if any(u.op in ("argmax", "argmin", "any", "all") for u in ups):
             return ""
         if ups:
-            red = " ".join(f"reduction({'+' if u.op == 'sum' else '*' if u.op == 'prod' else u.op}:{u.temp.name})"
-                           for u in ups)
-            return f"#pragma omp simd {red}"
+            clauses = []
+            for u in ups:
+                op = {"sum": "+", "prod": "*"}.get(u.op, u.op)
+                if (u.op, u.temp.dtype) in self._NAN_REDUCTIONS:
+                    op = self._NAN_REDUCTIONS[(u.op, u.temp.dtype)]
+                elif u.op in ("max", "min") and u.temp.dtype.startswith("float"):
+                    return ""   # no NaN-keeping combiner for this float type: stay scalar
+                clauses.append(f"reduction({op}:{u.temp.name})")
+            return "#pragma omp simd " + " ".join(clauses)
         return "#pragma omp simd"
 
     def function(self) -> str:

@@ -264,6 +264,12 @@ static inline float fz_max_f32(float a, float b) { return (a > b || a != a) ? a 
 static inline float fz_min_f32(float a, float b) { return (a < b || a != a) ? a : b; }
 static inline double fz_max_f64(double a, double b) { return (a > b || a != a) ? a : b; }
 static inline double fz_min_f64(double a, double b) { return (a < b || a != a) ? a : b; }
+/* SIMD max/min reductions that keep NaN: OpenMP's built-in max/min combiners
+ * compare with '>' and drop a NaN held in one lane's partial result. */
+#pragma omp declare reduction(fz_maxf : float : omp_out = fz_max_f32(omp_out, omp_in)) initializer(omp_priv = omp_orig)
+#pragma omp declare reduction(fz_minf : float : omp_out = fz_min_f32(omp_out, omp_in)) initializer(omp_priv = omp_orig)
+#pragma omp declare reduction(fz_maxd : double : omp_out = fz_max_f64(omp_out, omp_in)) initializer(omp_priv = omp_orig)
+#pragma omp declare reduction(fz_mind : double : omp_out = fz_min_f64(omp_out, omp_in)) initializer(omp_priv = omp_orig)
 /* numpy.mod for floats: the result takes the divisor's sign. */
 static inline float fz_mod_f32(float a, float b) {
     float r = fmodf(a, b);
