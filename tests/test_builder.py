@@ -87,3 +87,57 @@ def test_summary():
     assert s["inputs"] == [{"name": "x", "dtype": "float32", "shape": [1, 3, 8, 8]}]
     text = str(g)
     assert "Conv(%x" in text and "# float32[1,4,4,4]" in text
+
+
+def test_attributes_that_became_inputs(tmp_path):
+    """Old attribute forms (ReduceSum/Squeeze/Unsqueeze axes, Split split, Pad
+    pads, Clip min/max, Resize scales, TopK k) become the inputs the op table
+    describes; kept as attributes they were ignored (ReduceSum reduced every axis)."""
+    b = GraphBuilder()
+    x = b.input("x", "float32", [2, 3, 4, 5])
+    s = b.reduce_sum(x, axes=[1])
+    assert s.shape == (2, 1, 4, 5)
+    outs = [s, b.squeeze(s, axes=[1]), b.unsqueeze(x, axes=[0]), *b.split(x, split=[1, 2], axis=1, outputs=2),
+            b.pad(x, pads=[0, 0, 1, 1, 0, 0, 1, 1], mode="constant"), b.clip(x, min=0, max=0.5),
+            b.resize(x, scales=[1, 1, 2, 2], mode="nearest"), b.top_k(x, k=[2], outputs=2)[0],
+            b.reduce_mean(x, axes=[1, 3], keepdims=0)]
+    b.output(*outs)
+    g = b.build()
+    xv = np.random.default_rng(2).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    ours = fusion.run_reference(g, {"x": xv})
+    got = [ours[v.name] for v in outs]
+    np.testing.assert_allclose(got[0], xv.sum(axis=1, keepdims=True), rtol=1e-6)
+    np.testing.assert_allclose(got[6], np.clip(xv, 0, 0.5))
+    assert [a.shape for a in got] == [(2, 1, 4, 5), (2, 4, 5), (1, 2, 3, 4, 5), (2, 1, 4, 5), (2, 2, 4, 5),
+                                      (2, 3, 6, 7), (2, 3, 4, 5), (2, 3, 8, 10), (2, 3, 4, 2), (2, 4)]
+    p = tmp_path / "moved.onnx"
+    fusion.save(g, str(p))
+    assert compare(ours, run_onnxruntime(onnx.load(str(p)), {"x": xv})).ok
+
+
+def test_attributes_the_op_does_not_define():
+    b = GraphBuilder()
+    x = b.input("x", "float32", [2, 3])
+    with pytest.raises(FusionError, match=r"Softmax has no attribute 'axes'.*attributes: axis"):
+        b.softmax(x, axes=[1])                         # a typo of axis
+    with pytest.raises(FusionError, match="Pad has no attribute 'value'.*constant_value"):
+        b.pad(x, pads=[0, 1, 0, 1], value=1.0)         # renamed when it became an input
+    with pytest.raises(FusionError, match="'axes' both as input 1 and as an attribute"):
+        b.reduce_sum(x, [1], axes=[0])
+    with pytest.raises(FusionError, match="no attribute 'inputs'"):
+        b.concat(x, x, axis=0, inputs=[x])             # the variadic input is not an attribute
+
+
+@pytest.mark.parametrize("attrs, words", [
+    ({"strides": [1, 0]}, "strides"), ({"dilations": [0, 1]}, "dilations"), ({"pads": [0, -1, 0, 0]}, "pads"),
+    ({"kernel_shape": [2, 2]}, "kernel_shape"), ({"strides": [1]}, "strides"),
+])
+def test_window_attributes_refused(attrs, words):
+    """Checked before the shape rule (a zero stride divides by zero there)."""
+    b = GraphBuilder()
+    x = b.input("x", "float32", [1, 3, 8, 8])
+    with pytest.raises(FusionError, match=f"Conv.*{words}"):
+        b.conv(x, np.ones((4, 3, 3, 3), np.float32), **attrs)
+    with pytest.raises(FusionError, match=f"MaxPool.*{'kernel_shape' if 'kernel_shape' in attrs else words}"):
+        pool = {"kernel_shape": [3, 3]} | attrs | ({"kernel_shape": [0, 3]} if "kernel_shape" in attrs else {})
+        b.max_pool(x, **pool)

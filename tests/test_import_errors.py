@@ -128,3 +128,58 @@ def test_exit_code_and_debug_traceback(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = subprocess.run(exe + ["--debug", "inspect", str(tmp_path / "missing.onnx")], capture_output=True, text=True)
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def _one_node(op, opset, inputs=("x",), **attrs):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    return _model([helper.make_node(op, list(inputs), ["y"], name="n", **attrs)], [x], [y], opset=opset)
+
+
+@pytest.mark.parametrize("op, opset, attrs, inputs", [
+    ("Relu", 17, {"alpha": 0.5}, ("x",)),
+    ("ReduceSum", 13, {"axes": [1]}, ("x",)),       # an input since opset 13: kept, it would reduce every axis
+    ("Add", 17, {"broadcast": 1}, ("x", "x")),      # opset < 7 only
+    ("Softmax", 17, {"axes": [1]}, ("x",)),         # a typo of axis
+], ids=["relu-alpha", "reducesum13-axes", "add17-broadcast", "softmax-typo"])
+def test_attribute_the_op_does_not_define(capsys, tmp_path, op, opset, attrs, inputs):
+    """onnx.checker and onnxruntime refuse them; fusion too, naming file, node, op and attribute."""
+    p = tmp_path / "attr.onnx"
+    p.write_bytes(_one_node(op, opset, inputs, **attrs).SerializeToString())
+    rc, err = _cli(capsys, "inspect", str(p))
+    _one_line_error(rc, err, "attr.onnx", "node 'n'", op, f"'{next(iter(attrs))}'", f"opset {opset}")
+
+
+def test_attribute_given_twice(capsys, tmp_path):
+    m = _one_node("Softmax", 17, axis=1)
+    a = m.graph.node[0].attribute.add()
+    a.CopyFrom(m.graph.node[0].attribute[0])
+    p = tmp_path / "twice.onnx"
+    p.write_bytes(m.SerializeToString())
+    rc, err = _cli(capsys, "inspect", str(p))
+    _one_line_error(rc, err, "node 'n'", "'axis'", "twice")
+
+
+@pytest.mark.parametrize("op, opset, attrs, inputs", [
+    ("ReduceSum", 11, {"axes": [1], "keepdims": 0}, ("x",)),   # the attribute form of the old opset
+    ("Squeeze", 11, {"axes": [0]}, ("x",)),
+    ("Clip", 6, {"min": -0.5, "max": 0.5}, ("x",)),
+    ("Split", 11, {"axis": 2, "split": [1, 3]}, ("x",)),
+])
+def test_old_opset_attributes_are_accepted(op, opset, attrs, inputs):
+    """Attributes an op defined at an older opset load at that opset and give
+    onnxruntime's answer (the op's normalize turns them into inputs)."""
+    import fusion
+    from fusion.oracle import compare, run_onnxruntime
+    m = _one_node(op, opset, inputs, **attrs)
+    if op == "Split":
+        m.graph.node[0].output[:] = ["y", "z"]
+        m.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
+    if op == "Squeeze":
+        m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    m.ir_version = 8
+    g = fusion.load(m)
+    shape = tuple(int(d.dim_value) for d in m.graph.input[0].type.tensor_type.shape.dim)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    rep = compare(fusion.run_reference(g, {"x": x}), run_onnxruntime(m, {"x": x}))
+    assert rep.ok, str(rep)

@@ -3,12 +3,16 @@
 Steps: read the file (clear errors for missing / non-ONNX / truncated files),
 load external data (refusing paths outside the model's folder), inline
 model-local functions (onnx.inliner), bind the user's shapes, run onnx's shape
-inference, then build the Graph node by node: each node's attributes are
-normalized by its op's `normalize` and filled with defaults, and outputs that
-onnx left without a complete type get one from the op table's shape rule.
+inference, then build the Graph node by node: an attribute the op does not
+define at the model's opset (onnx's schema, or the op table's) is refused, as
+onnx.checker and onnxruntime do; each node's attributes are normalized by its
+op's `normalize` and filled with defaults; sliding-window geometry (strides,
+kernel_shape, dilations, pads) is checked; and outputs that onnx left without
+a complete type get one from the op table's shape rule.
 """
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from typing import Mapping as TMapping, Sequence
@@ -331,6 +335,7 @@ class _Importer:
     def add(self, g: Graph, n: onnx.NodeProto, k: int, types: dict) -> None:
         from fusion.ops import get_op
         from fusion.ir.shape_infer import infer_node
+        from fusion.ops.pool import check_window_node
         domain = "" if n.domain in ("", "ai.onnx") else n.domain
         label = f"node '{n.name or f'#{k}'}' ({n.op_type})"
         where = f"{self.where}: {label}"
@@ -364,9 +369,11 @@ class _Importer:
                                      f"(missing initializer, or the nodes are not in topological order)")
             ins.append(v)
         attrs = {}
+        known = _defined_attrs(n.op_type, domain, opset if opset is not None else max_opset())
         for a in n.attribute:
             if a.ref_attr_name:
                 raise UnsupportedOpError(f"{where}: attribute references outside functions are not supported")
+            _check_attr_name(a.name, known, attrs, n.op_type, opset, where)
             attrs[a.name] = attr_value(a, lambda gp: self.build(gp, g, types), where)
         name = n.name or f"{n.op_type}_{k}"
         node = Node(n.op_type, ins, [], attrs, g._unique_node_name(name), domain)
@@ -403,10 +410,40 @@ class _Importer:
             if node.inputs[i] is None:
                 raise ModelFileError(f"{where}: required input {i} ('{od.inputs[i]}') is missing")
         try:
+            check_window_node(node)
             infer_node(node)
         except FusionError as e:
             msg = str(e)
             raise type(e)(msg if msg.startswith(self.where) else f"{self.where}: {msg}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _defined_attrs(op_type: str, domain: str, opset: int) -> frozenset:
+    """Attribute names the op takes at `opset`: onnx's schema for that opset
+    (older spellings that `normalize` rewrites) plus the op table's."""
+    from fusion.ops import get_op
+    od = get_op(op_type, domain)
+    names = set(od.attrs) if od is not None else set()
+    try:
+        names |= set(onnx.defs.get_schema(op_type, opset, domain).attributes)
+    except Exception:  # SchemaError: an op newer than the model's opset, or a domain onnx has no schemas for
+        pass
+    return frozenset(names)
+
+
+def _check_attr_name(name, known: frozenset, seen: dict, op_type: str, opset, where: str) -> None:
+    # An attribute the op does not define is refused (as onnx.checker and onnxruntime
+    # do): kept, it would be silently ignored (ReduceSum-13 with an `axes` attribute
+    # reduces over every axis) or, with a name that is not UTF-8, reach later passes
+    # as a bytes key.
+    if not isinstance(name, str):
+        raise ModelFileError(f"{where}: attribute name {bytes(name)!r} is not valid UTF-8 (corrupted file?)")
+    if name in seen:
+        raise ModelFileError(f"{where}: attribute '{name}' is given twice")
+    if name not in known:
+        takes = ", ".join(sorted(known)) or "no attributes"
+        raise ModelFileError(f"{where}: attribute '{name}' is not defined for {op_type} at opset {opset} "
+                             f"(it takes: {takes})")
 
 
 def _check_required(od, node, where) -> None:

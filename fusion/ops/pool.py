@@ -9,6 +9,69 @@ from fusion.ir import expr as E
 from fusion.ops.table import REQUIRED, Algebra, AttrSpec, Mapping, OpDef, prod, register
 
 
+WINDOW_ATTRS = ("kernel_shape", "strides", "dilations", "pads", "output_padding")
+_AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID", "")   # onnxruntime reads "" as NOTSET
+
+
+def check_window_attrs(node, nsp: int | None = None) -> None:
+    """Refuse the sliding-window geometry onnxruntime refuses (Conv, ConvTranspose,
+    the pools, ...): kernel_shape, strides and dilations must be positive, pads and
+    output_padding non-negative, and their lengths must agree with each other and
+    with `nsp` spatial dims when given. Without this a stride of 0 divides by zero
+    and a kernel or dilation of 0 gives a shape onnxruntime never computes."""
+    ref = None   # (attribute, spatial dims) the others must agree with
+    if nsp is not None:
+        ref = (f"an input of rank {nsp + 2}", nsp)
+    for k in WINDOW_ATTRS:
+        v = node.attrs.get(k)
+        if v is None or (isinstance(v, (list, tuple)) and not len(v)):
+            continue
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, (int, np.integer)) for x in v):
+            raise ShapeError(f"{node.label()}: attribute {k} must be a list of integers, got {v!r}")
+        vals = [int(x) for x in v]
+        lo = 0 if k in ("pads", "output_padding") else 1
+        if any(x < lo for x in vals):
+            want = "non-negative" if lo == 0 else "positive"
+            raise ShapeError(f"{node.label()}: attribute {k} {vals} must only hold {want} values")
+        if k == "pads" and len(vals) % 2:
+            raise ShapeError(f"{node.label()}: attribute pads {vals} needs an even count (begin and end per axis)")
+        dims = len(vals) // 2 if k == "pads" else len(vals)
+        if ref is None:
+            ref = (f"{k} {vals}", dims)
+        elif dims != ref[1]:
+            raise ShapeError(f"{node.label()}: attribute {k} {vals} covers {dims} spatial dims but "
+                             f"{ref[0]} has {ref[1]}")
+    auto = node.attrs.get("auto_pad", "NOTSET")
+    if isinstance(auto, bytes):
+        auto = auto.decode("utf-8", errors="replace")
+    if auto not in _AUTO_PADS:
+        raise ShapeError(f"{node.label()}: auto_pad {auto!r} is not one of {', '.join(_AUTO_PADS[:4])}")
+
+
+def check_window_node(node) -> None:
+    """check_window_attrs for any op with window attributes, with the spatial
+    rank taken from input 0 (N, C, spatial...) when the op has a kernel_shape,
+    and a given kernel_shape checked against the weight's spatial dims
+    (onnxruntime refuses a mismatch; the shape rules would trust the attribute)."""
+    od = node.opdef
+    if od is None or not any(k in od.attrs for k in ("kernel_shape", "strides", "dilations")):
+        return   # Pad's `pads` are per axis and may be negative
+    x = node.inputs[0] if node.inputs else None
+    static = lambda v: v is not None and v.shape is not None and all(isinstance(d, int) for d in v.shape)  # noqa: E731
+    has_kernel = "kernel_shape" in od.attrs
+    nsp = x.rank - 2 if has_kernel and x is not None and x.shape is not None and x.rank >= 3 else None
+    check_window_attrs(node, nsp)
+    kernel = node.attrs.get("kernel_shape")
+    if not kernel:
+        return
+    for i, name in enumerate(od.inputs):
+        w = node.inputs[i] if i < len(node.inputs) else None
+        if (name.rstrip("?*").lower() == "w" and static(w) and w.rank >= 3
+                and list(w.shape[2:]) != [int(k) for k in kernel]):
+            raise ShapeError(f"{node.label()}: kernel_shape {[int(k) for k in kernel]} does not match the weight "
+                             f"'{w.name}' {list(w.shape)} (its spatial dims are {list(w.shape[2:])})")
+
+
 def pool_geometry(node):
     """(kernel, strides, dilations, pads_begin, pads_end, out_spatial), ONNX/onnxruntime rules
     (ceil_mode drops a last window that would start inside the end padding)."""
@@ -17,6 +80,7 @@ def pool_geometry(node):
     kernel = [int(k) for k in node.attrs["kernel_shape"]]
     if len(kernel) != nsp:
         raise ShapeError(f"{node.label()}: kernel_shape {kernel} does not match input {list(x.shape)}")
+    check_window_attrs(node, nsp)
     strides = [int(s) for s in (node.attrs.get("strides") or [1] * nsp)]
     dil = [int(d) for d in (node.attrs.get("dilations") or [1] * nsp)]
     pads = [int(p) for p in (node.attrs.get("pads") or [0] * (2 * nsp))]
@@ -25,6 +89,10 @@ def pool_geometry(node):
     in_sp = list(x.shape[2:])
     if not all(isinstance(d, int) for d in in_sp):
         raise ShapeError(f"{node.label()}: pooling needs static spatial dims, got {list(x.shape)}; bind them with --shape")
+    explicit = auto not in ("SAME_UPPER", "SAME_LOWER", "VALID")
+    if explicit and any(pads[d] >= kernel[d] or pads[d + nsp] >= kernel[d] for d in range(nsp)):
+        # onnxruntime refuses it; a window wholly inside the padding has no input element
+        raise ShapeError(f"{node.label()}: pads {pads} must be smaller than kernel_shape {kernel} on every axis")
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         # onnxruntime: pads from the undilated kernel, then the usual output size
         for d in range(nsp):
