@@ -115,6 +115,10 @@ def check_node(node) -> None:
         types = od.infer(node)
     except FusionError as e:
         raise ShapeError(str(e)) from e
+    except (ArithmeticError, ValueError, TypeError, IndexError, KeyError) as e:
+        # a shape rule tripping over attributes no valid model has: the user's file, not fusion
+        raise ShapeError(f"{node.label()}: cannot infer its output shapes ({type(e).__name__}: {e}); "
+                         f"check the node's attributes and input shapes") from None
     for v, (dt, sh) in zip(node.outputs, types):
         if v.dtype is not None and dt is not None and np.dtype(dt) != v.dtype:
             raise ShapeError(f"{node.label()}: output '{v.name}' is {v.dtype} but the op gives {np.dtype(dt)}")

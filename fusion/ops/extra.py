@@ -307,6 +307,9 @@ def _lppool_geometry(node):
     pads = list(node.attrs.get("pads") or [0] * (2 * nd))
     auto = node.attrs.get("auto_pad", "NOTSET")
     ceil = node.attrs.get("ceil_mode", 0)
+    if auto in ("NOTSET", "") and any(int(p) >= int(k[i % nd]) for i, p in enumerate(pads)):
+        # onnxruntime refuses it too ("Pad should be smaller than kernel")
+        raise ShapeError(f"{node.label()}: pads {pads} must be smaller than kernel_shape {k}")
     sp = [int(d) for d in x.shape[2:]]
     out = []
     for i in range(nd):

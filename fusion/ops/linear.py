@@ -5,6 +5,7 @@ import numpy as np
 
 from fusion.errors import ShapeError
 from fusion.ir import expr as E
+from fusion.ops.pool import check_window_attrs
 from fusion.ops.table import (AttrSpec, Mapping, OpDef, broadcast_shapes, prod, reduction_class, register)
 
 
@@ -80,6 +81,7 @@ def conv_geometry(node):
     """(kernel, strides, dilations, pads_begin, pads_end, out_spatial) for Conv-like ops."""
     x, w = node.inputs[0], node.inputs[1]
     nsp = x.rank - 2
+    check_window_attrs(node, nsp)
     kernel = [int(k) for k in (node.attrs.get("kernel_shape") or w.shape[2:])]
     strides = [int(s) for s in (node.attrs.get("strides") or [1] * nsp)]
     dil = [int(d) for d in (node.attrs.get("dilations") or [1] * nsp)]
@@ -260,6 +262,7 @@ def convtranspose_geometry(node):
     """(kernel, strides, dilations, pads_begin, out_spatial)."""
     x, w = node.inputs[0], node.inputs[1]
     nsp = x.rank - 2
+    check_window_attrs(node, nsp)
     kernel = [int(k) for k in (node.attrs.get("kernel_shape") or w.shape[2:])]
     strides = [int(s) for s in (node.attrs.get("strides") or [1] * nsp)]
     dil = [int(d) for d in (node.attrs.get("dilations") or [1] * nsp)]

@@ -145,7 +145,7 @@ class OpDef:
                 out[k] = list(d) if isinstance(d, (list, tuple)) else d
         for k, v in given.items():
             if k not in out:
-                out[k] = v  # unknown attributes are kept (and reported by the checker)
+                out[k] = v  # unknown attributes never get here: import and the builder refuse them
         return out
 
 
