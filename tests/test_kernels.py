@@ -353,3 +353,43 @@ def test_matmul_constant_a_runtime_b_reuses_b_panels():
     h.set_threads(2)
     h.run(dict(b=b, y=out))
     _check(out, a @ b)
+
+
+@pytest.mark.parametrize("c, hw, m, k, want", [
+    (672, 14, 112, 1, True),     # normal: 7 items of one 32-column strip each, weights streamed 7 times
+    (512, 14, 512, 3, True),
+    (256, 28, 256, 3, False),    # 128-column items: the normal schedule reuses its A blocks
+    (64, 56, 256, 1, False),
+    (64, 14, 16, 1, False),      # 16 channels pad to a 32-wide strip: twice the work transposed
+])
+def test_transposed_schedule_choice(c, hw, m, k, want):
+    """The transposed GEMM is also chosen when the normal schedule's work items would be a single
+    NR strip each (and the transposed padding is no worse), for an AVX-512-like target with 2 cores."""
+    from fusion.codegen.kernels.convs import Geo, _positions_as_rows
+    t = get_target("host", vector_bits=512, vector_registers=32, cores=2, l1_bytes=32 * 1024, l2_bytes=1 << 20)
+    p = (k - 1) // 2
+    g = Geo({"group": 1, "kernel": [k, k], "strides": [1, 1], "pads": [p] * 4, "dilations": [1, 1]},
+            (1, c, hw, hw), (m, c, k, k))
+    assert _positions_as_rows(g, t) is want
+
+
+def test_conv_transposed_by_strip_rule_against_onnxruntime():
+    """A conv the one-strip rule sends to the transposed schedule on AVX-512 (on the build machine
+    whichever schedule it gets), with a padded 3x3 window, against onnxruntime."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 64, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((40, 64, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(40).astype(np.float32)
+    want = np.maximum(_ort_node("Conv", x, w, b, kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 0)
+    for t in (HOST, get_target("host", vector_bits=512, vector_registers=32, cores=2)):
+        kc = conv("cs", node_geometry={"group": 1, "kernel": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1],
+                                       "dilations": [1, 1], "out": [10, 10]},
+                  X=Operand(x.shape, flat("x", x.shape)), W=Operand(w.shape, None, const=w),
+                  bias=Operand((40,), None, const=b), epilogue=relu_store("y", want.shape), target=t)
+        if t is not HOST:
+            assert "transposed gemm" in kc.schedule, kc.schedule
+        out = np.full(want.shape, np.nan, np.float32)
+        h = Harness("cs", kc, ["x", "y"])
+        h.set_threads(2)
+        h.run(dict(x=x, y=out))
+        _check(out, want)

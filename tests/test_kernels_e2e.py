@@ -136,3 +136,70 @@ def test_flat_epilogues_only_where_the_position_enters_as_its_offset():
     assert rep.ok, str(rep)
     kinds = [b["schedule"] for b in mod.report["block_schedules"] if b.get("anchor") == "Conv"]
     assert len(kinds) == 3 and all("direct conv" in k or "gemm" in k for k in kinds), kinds
+
+
+@pytest.mark.parametrize("case", ["gemm", "transposed", "depthwise", "mean-const"])
+def test_flat_epilogue_with_an_innermost_dim_of_one(case):
+    """Outputs [n, c, H, 1]: the flat epilogue's offset goes in the innermost spatial index, which
+    an extent-1 dim prints as 0, so it must keep the per-row form (fuzz_900544_Conv_Abs wrote every
+    output row to its first element and left the rest unwritten)."""
+    fusion = pytest.importorskip("fusion")
+    n = _Net(5)
+    if case == "gemm":        # 1x2 kernel, strides 2 over a 2-column input (fuzz_900544); 300 positions
+        shape = [1, 1, 600, 2]
+        h = n.add("Conv", ["x", n.w(2, 1, 1, 2), n.w(2)], strides=[2, 2])
+        h = n.add("Abs", [h])
+    elif case == "transposed":  # few positions, many channels
+        shape = [1, 32, 7, 1]
+        h = n.add("Conv", ["x", n.w(96, 32, 1, 1), n.w(96)])
+        h = n.add("Abs", [h])   # one-input chains reach the store through the forward map: W index 0
+    elif case == "depthwise":
+        shape = [2, 8, 9, 1]
+        h = n.add("Conv", ["x", n.w(8, 1, 3, 1), n.w(8)], pads=[1, 0, 1, 0], group=8)
+        h = n.add("Add", [n.add("Mul", [h, n.add("Sigmoid", [h])]), "x"])
+    else:                     # 2x1 kernel -> Mean with a constant (fuzz_800675)
+        shape = [5, 2, 8, 1]
+        h = n.add("Conv", ["x", n.w(3, 2, 2, 1), n.w(3)], kernel_shape=[2, 1])
+        h = n.add("Mean", [h, n.w(1, 1, 1)])
+    model = n.model([("x", shape)], h)
+    mod = fusion.compile(model)
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    rep = compare(mod.run({"x": x}), run_onnxruntime(model, {"x": x}))
+    assert rep.ok, str(rep)
+    kinds = [b["schedule"] for b in mod.report["block_schedules"] if b.get("anchor") == "Conv"]
+    want = {"gemm": "implicit gemm", "transposed": "transposed gemm", "depthwise": "direct conv",
+            "mean-const": "gemm"}[case]   # 7 positions: the transposed form
+    assert len(kinds) == 1 and want in kinds[0], kinds
+
+
+@pytest.mark.parametrize("op", ["Pow", "Mul"])
+def test_concat_of_the_anchor_with_a_function_of_it(op):
+    """Concat(f(pool), pool): the other input's part reads the anchor, which exists only inside the
+    kernel, so no loop nest after the kernel can compute it (fuzz_600838 wrote pow(0, 0) = 1 there).
+    The block keeps the plain loop nest; the values must match onnxruntime."""
+    fusion = pytest.importorskip("fusion")
+    n = _Net(6)
+    p = n.add("MaxPool", ["x"], kernel_shape=[1, 3], strides=[2, 2])
+    h = n.add("Concat", [n.add(op, [p, p]), p], axis=2)
+    model = n.model([("x", [1, 3, 1, 6])], h)
+    mod = fusion.compile(model)
+    x = np.random.default_rng(3).uniform(0.5, 2.0, (1, 3, 1, 6)).astype(np.float32)
+    rep = compare(mod.run({"x": x}), run_onnxruntime(model, {"x": x}))
+    assert rep.ok, str(rep)
+
+
+def test_conv_transpose_kernel_equals_stride_with_output_padding():
+    """kernel == stride with output_padding reaching past the last tap (fuzz seed 950004): the
+    outputs no tap writes hold the bias, so this is not the exact GEMM + scatter (which stores
+    only where a tap lands); it takes the gather form."""
+    fusion = pytest.importorskip("fusion")
+    n = _Net(7)
+    h = n.add("ConvTranspose", ["x", n.w(4, 3, 2, 2), n.w(3)], kernel_shape=[2, 2], strides=[2, 2],
+              pads=[0, 1, 0, 0], output_padding=[1, 1])
+    model = n.model([("x", [1, 4, 3, 5])], h)
+    mod = fusion.compile(model)
+    x = np.random.default_rng(4).standard_normal((1, 4, 3, 5)).astype(np.float32)
+    rep = compare(mod.run({"x": x}), run_onnxruntime(model, {"x": x}))
+    assert rep.ok, str(rep)
+    kinds = [b["schedule"] for b in mod.report["block_schedules"] if b.get("anchor") == "ConvTranspose"]
+    assert len(kinds) == 1 and "gather form" in kinds[0], kinds

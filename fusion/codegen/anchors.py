@@ -150,7 +150,11 @@ class AnchorContext:
             for st in stmts:
                 fp.emit(st, "")
             return "{ " + " ".join(fp.lines) + " }"
-        epilogue.flat_spatial = (len(avars) >= 4 and all(plain) and not partial
+        # The flat call passes the offset j as the innermost spatial index, whose row-major stride
+        # must be 1: an innermost dim of extent 1 is printed as index 0 (norm above), so j would
+        # vanish from every store and load (a [.., H, 1] conv output wrote all of a row's values
+        # to its first element).
+        epilogue.flat_spatial = (len(avars) >= 4 and s_a[-1] > 1 and all(plain) and not partial
                                  and self._spatially_flat([e for _, e in roots], avars, want, s_a))
         return epilogue
 
@@ -187,6 +191,12 @@ class AnchorContext:
         s = tuple(int(x) for x in v.shape)
         rv = [E.Var(f"fz_r{q}", n) for q, n in enumerate(s)]
         e = self.comp.value(v, rv)
+        # The anchor exists only inside the kernel (its epilogue): the rest may not read it. A Concat
+        # of the anchor with a function of the anchor (MaxPool -> Pow(v, v) -> Concat(pow, v)) does,
+        # and then keeps the plain loop nest (the rest task once wrote pow(0, 0) there).
+        outside = np.array([q for q in range(s[d]) if not lo <= q < hi], np.int64)
+        if _reads_slot(e, aname, rv[d], outside):
+            raise _Refuse()
 
         def swap(ld, index):
             return E.const(0.0, ld.dtype) if ld.slot == aname else E.Load(ld.slot, index, ld.dtype)
@@ -324,6 +334,39 @@ def _invert_read(n, k, i_src, idx_in, out):
                 return None                             # an output dim the input does not determine (broadcast)
             idx_out[q] = E.Const(0)
     return idx_out, cond
+
+
+def _reads_slot(e, slot, var, values) -> bool:
+    """Can `e` load `slot` for some value of `var` in `values` (any values of the other variables)?
+    A Select whose condition reads only `var` narrows `values` to those taking each branch (a
+    Concat is a chain of them), so a branch no value in the rest region takes does not count."""
+    from fusion.ir.expr_eval import evaluate
+    no_loads = lambda *a: (_ for _ in ()).throw(ValueError())  # noqa: E731
+    memo: dict[tuple, bool] = {}
+
+    def go(x, vals) -> bool:
+        if vals.size == 0:
+            return False
+        k = (id(x), vals.tobytes())
+        if k in memo:
+            return memo[k]
+        r = False
+        if isinstance(x, E.Load) and x.slot == slot:
+            r = True
+        elif isinstance(x, E.Select) and E.free_vars(x.cond) == {var}:
+            try:
+                c = np.broadcast_to(evaluate(x.cond, {var: vals}, no_loads), vals.shape).astype(bool)
+            except (ValueError, KeyError, TypeError):
+                c = None
+            if c is None:
+                r = go(x.cond, vals) or go(x.a, vals) or go(x.b, vals)
+            else:
+                r = go(x.a, vals[c]) or go(x.b, vals[~c])
+        else:
+            r = any(go(c, vals) for c in x.children())
+        memo[k] = r
+        return r
+    return go(e, np.asarray(values, np.int64))
 
 
 def _conjuncts(e) -> list:

@@ -13,19 +13,13 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # file -> what is wrong, and where
-XFAIL: dict[str, str] = {
-    "fuzz_600838_MaxPool_Pow_Concat.onnx":
-        "fusion/codegen/anchors.py (uncommitted fast-pool 'rest' tasks, 2026-12-07; correct at 056fc17): "
-        "a MaxPool whose output feeds a Concat both directly and through Pow(v, v); the rest task that "
-        "writes the Pow slot does not read the pooled values (writes pow(0, 0) = 1).",
-    "fuzz_800675_Conv_Mean_Reshape.onnx":
-        "fusion/codegen/kernels/convs.py (uncommitted '2x1 conv as implicit gemm' kernel, 2026-12-07; "
-        "correct at 056fc17): Conv [5,2,8,1] with a 2x1 kernel -> Mean with a constant; some output "
-        "elements are read from the wrong place (up to 2.9e16 off in the unshrunk graph).",
-    "fuzz_900544_Conv_Abs.onnx":
-        "fusion/codegen/kernels/convs.py (same uncommitted implicit-gemm conv kernel; correct at 056fc17): "
-        "Conv [1,1,8,2] with a 1x2 kernel and strides 2 -> Abs; half the outputs are 0 or denormal garbage.",
-}
+XFAIL: dict[str, str] = {}
+
+# Fixed (fusion/codegen/anchors.py, 2026-12-07), kept as regressions:
+#   fuzz_800675_Conv_Mean_Reshape, fuzz_900544_Conv_Abs: the flat epilogue (offset j passed as the
+#   innermost spatial index) on outputs whose innermost dim has extent 1, where j is printed as 0;
+#   fuzz_600838_MaxPool_Pow_Concat: a Concat block's rest task read the anchor (Pow(v, v) of the
+#   pooled values), which exists only inside the kernel.
 
 # Fixed (fusion/codegen/anchors.py, checkpoint 6), kept as regressions: a fast
 # anchor kernel's epilogue stored only where an anchor element lands, so block
