@@ -209,3 +209,17 @@ def test_scatter_elements_over_run_time_indices(reduction):
                           f32("data", np.arange(36, dtype=np.float32).reshape(12, 3))], opset=16)
     mod = run_cases(m)
     assert "direct scatter" in " ".join(b["schedule"] for b in mod.report["block_schedules"])
+
+
+def test_slice_with_run_time_ends_keeps_the_unsliced_axes_static():
+    # ends from a run-time count, axes constant: only axis 0 is decided at run time
+    nodes = NZ + [h.make_node("Shape", ["p"], ["ps"]), h.make_node("Gather", ["ps", "one"], ["n"], axis=0),
+                  h.make_node("Unsqueeze", ["n", "ax0"], ["end"]),
+                  h.make_node("Slice", ["table", "zero_i", "end", "ax0"], ["y"])]
+    m = model(nodes, [("x", F, [12])], [("y", F)],
+              NZ_INITS + [i64("one", 1), i64("ax0", [0]), i64("zero_i", [0]),
+                          f32("table", np.arange(48, dtype=np.float32).reshape(12, 4))])
+    g = fusion.load(m)
+    y = g.outputs[0]
+    assert not isinstance(y.shape[0], int) and y.shape[1] == 4
+    run_cases(m)

@@ -174,6 +174,8 @@ class DynInfo:
             return
         if op in PADDED_SAFE:
             return
+        if op == "Slice" and not any(self.is_dyn(p.inputs[0], d) for d in range(p.inputs[0].rank)):
+            return   # static input: the op's own index function clamps run-time starts with static dims
         if op == "Gather":   # along a static axis (a run-time one goes through _lower_Gather)
             return
         if op in ("Trilu", "OneHot"):   # positions compared with each other / a static depth only

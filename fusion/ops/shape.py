@@ -489,9 +489,27 @@ def _slice_lower(node, out, read, k=0):
     return read(0, [o * st + s for o, (s, st, _) in zip(out, slice_geometry(node))])
 
 
+def _slice_axes(node) -> set[int] | None:
+    """The axes a Slice touches, when known before run time (axes constant, or
+    absent with a starts vector of known length); None when they are not."""
+    x = node.inputs[0]
+    if node.input(3) is not None:
+        a = const_input(node, 3)
+        return None if a is None else {int(v) % x.rank for v in np.asarray(a).reshape(-1)}
+    st = node.inputs[1].shape
+    if st is not None and len(st) == 1 and isinstance(st[0], (int, np.integer)):
+        return set(range(int(st[0])))
+    return None
+
+
 def _slice_infer(node):
     if _slice_runtime(node):
-        return [(node.inputs[0].dtype, open_dims(node, node.inputs[0].rank))]
+        x = node.inputs[0]
+        dims, axes = open_dims(node, x.rank), _slice_axes(node)
+        if axes is None or x.shape is None:
+            return [(x.dtype, dims)]
+        # run-time starts/ends only change the sliced axes; the others keep their size
+        return [(x.dtype, tuple(dims[i] if i in axes else x.shape[i] for i in range(x.rank)))]
     return [(node.inputs[0].dtype, tuple(c for _, _, c in slice_geometry(node)))]
 
 
