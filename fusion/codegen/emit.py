@@ -479,15 +479,7 @@ class ModelEmitter:
         mod = opaque_calls.opaque_module()
         for n in sg.nodes:
             if mod is not None and mod.supported(n):
-                dyn_ins = [x for x in n.inputs if x is not None and x.shape is not None and not x.is_static]
-                saved = [x.shape for x in dyn_ins]
-                try:
-                    for x in dyn_ins:
-                        x.shape = self.shape_of(x)
-                    caps = mod.max_output_shapes(n)
-                finally:
-                    for x, sh in zip(dyn_ins, saved):
-                        x.shape = sh
+                caps = opaque_calls.capacity_output_shapes(mod, n, self.shape_of)
                 for k, o in enumerate(n.outputs):
                     if o.shape is not None and k < len(caps):
                         import sympy

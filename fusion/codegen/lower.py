@@ -385,30 +385,8 @@ class DynInfo:
     def _slice_runtime_args(self, p, index, read):
         """Slice whose starts/steps (and axes) are read at run time, on a tensor with
         run-time dims: the clamped start per axis uses the actual size."""
-        from fusion.ops.shape import const_input, norm_axis, vec
-        x = p.inputs[0]
-        n = int(p.inputs[1].shape[0])
-        const_axes = const_input(p, 3)
-        idx = []
-        for d, o in enumerate(index):
-            dim = self.size(x, d)
-            start, step = E.Const(0), E.Const(1)
-            for j in range(n - 1, -1, -1):
-                sj = E.cast(read(1, [E.Const(j)]), "int64")
-                stj = E.cast(read(4, [E.Const(j)]), "int64") if p.input(4) is not None else E.Const(1)
-                if p.input(3) is None:
-                    hit = E.Const(j == d)
-                elif const_axes is not None:
-                    hit = E.Const(norm_axis(vec(const_axes)[j], x.rank, p) == d)
-                else:
-                    aj = E.cast(read(3, [E.Const(j)]), "int64")
-                    hit = E.binary("eq", E.select(E.binary("lt", aj, 0), aj + x.rank, aj), d)
-                start, step = E.select(hit, sj, start), E.select(hit, stj, step)
-            s0 = E.select(E.binary("lt", start, 0), start + dim, start)
-            hi = E.select(E.binary("lt", step, 0), dim - 1, dim)
-            s0 = E.binary("min", E.binary("max", s0, 0), hi)
-            idx.append(s0 + o * step)
-        return read(0, idx)
+        from fusion.ops.shape import _slice_lower_runtime
+        return _slice_lower_runtime(p, index, read, dim_of=lambda d: self.size(p.inputs[0], d))
 
 
 def _prefix_compact(shape) -> bool:

@@ -27,22 +27,27 @@ def opaque_module():
     return opaque
 
 
+def capacity_output_shapes(mod, node, shape_of) -> list:
+    """The opaque kernel's output capacities, with inputs that have run-time
+    dims described to its capacity rule at their bound (shape_of)."""
+    dyn_ins = [v for v in node.inputs if v is not None and v.shape is not None and not v.is_static]
+    saved = [v.shape for v in dyn_ins]
+    try:
+        for v in dyn_ins:
+            v.shape = shape_of(v)
+        return mod.max_output_shapes(node)
+    finally:
+        for v, sh in zip(dyn_ins, saved):
+            v.shape = sh
+
+
 def lower_opaque(em, block, outs):
     node = block.nodes[0]
     mod = opaque_module()
     if mod is None or not mod.supported(node):
         raise UnsupportedOpError(f"{node.label()}: op '{node.op}' has no loop form and no runtime kernel in this "
                                  f"build of fusion; it cannot be compiled yet")
-    # Inputs with run-time dims are described to the kernel's capacity rule at their bound.
-    dyn_ins = [v for v in node.inputs if v is not None and v.shape is not None and not v.is_static]
-    saved = [v.shape for v in dyn_ins]
-    try:
-        for v in dyn_ins:
-            v.shape = em.shape_of(v)
-        caps = mod.max_output_shapes(node)
-    finally:
-        for v, sh in zip(dyn_ins, saved):
-            v.shape = sh
+    caps = capacity_output_shapes(mod, node, em.shape_of)
     # Bounds for the run-time dims this node decides.
     for k, v in enumerate(node.outputs):
         if v.shape is None or k >= len(caps):

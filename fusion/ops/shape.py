@@ -455,15 +455,17 @@ def slice_start_formula(s: int, st: int, d):
     return sympy.Min(sympy.Max(x, 0), d) if st > 0 else sympy.Min(sympy.Max(x, -1), d - 1)
 
 
-def _slice_lower_runtime(node, out, read):
+def _slice_lower_runtime(node, out, read, dim_of=None):
     """Starts/steps (and axes) read at run time: per axis, the clamped start
-    and the step as expressions (the output shape is known)."""
+    and the step as expressions (the output shape is known). dim_of(d): the
+    input's size on axis d as an expression (default: its static size; the C
+    backend passes the actual size of a run-time dim)."""
     x = node.inputs[0]
     n = int(node.inputs[1].shape[0])
     const_axes = const_input(node, 3)
     idx = []
     for d, o in enumerate(out):
-        dim = int(x.shape[d])
+        dim = dim_of(d) if dim_of is not None else E.Const(int(x.shape[d]))
         start, step = E.Const(0), E.Const(1)
         for j in range(n - 1, -1, -1):
             sj = E.cast(read(1, [E.Const(j)]), "int64")
@@ -477,7 +479,7 @@ def _slice_lower_runtime(node, out, read):
                 hit = E.binary("eq", E.select(E.binary("lt", aj, 0), aj + x.rank, aj), d)
             start, step = E.select(hit, sj, start), E.select(hit, stj, step)
         s0 = E.select(E.binary("lt", start, 0), start + dim, start)
-        hi = E.select(E.binary("lt", step, 0), E.Const(dim - 1), E.Const(dim))
+        hi = E.select(E.binary("lt", step, 0), dim - 1, dim)
         s0 = E.binary("min", E.binary("max", s0, 0), hi)
         idx.append(s0 + o * step)
     return read(0, idx)

@@ -112,15 +112,8 @@ class LLVMEmitter(ModelEmitter):
         if mod is None or not mod.supported(node):
             raise UnsupportedOpError(f"{node.label()}: {node.op}'s output size is decided at run time and no "
                                      f"capacity rule for it is available; it cannot be compiled yet")
-        dyn_ins = [v for v in node.inputs if v is not None and v.shape is not None and not v.is_static]
-        saved = [v.shape for v in dyn_ins]
-        try:
-            for v in dyn_ins:
-                v.shape = self.shape_of(v)
-            caps = mod.max_output_shapes(node)
-        finally:
-            for v, sh in zip(dyn_ins, saved):
-                v.shape = sh
+        from fusion.codegen.opaque_calls import capacity_output_shapes
+        caps = capacity_output_shapes(mod, node, self.shape_of)
         for k, v in enumerate(node.outputs):
             if v is None or v.shape is None or k >= len(caps):
                 continue
