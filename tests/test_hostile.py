@@ -582,3 +582,18 @@ def test_pool_pads_as_large_as_the_kernel(op, pads):
         fusion.load(_window_model(op, kernel_shape=[3, 3], pads=pads))
     _one_line(ei.value, op, "pads", "smaller than kernel_shape")
     assert fusion.load(_window_model("Conv", out_shape=None, pads=pads)).outputs[0].shape[2:] in ((7, 4), (4, 8))
+
+
+@pytest.mark.parametrize("shape,pads", [((1, 1, 1, 6, 1), [0, 0, 1, 1, 1, 1, 1, 1, 1, 1]),   # an axis of length 1
+                                        ((1, 3), [0, 3, 0, 3])])                             # a pad longer than len-1
+def test_reflect_pad_onnxruntime_refuses_is_a_clear_error(shape, pads):
+    import onnx
+    from onnx import TensorProto, helper
+    from fusion.errors import FusionError
+    g = helper.make_graph([helper.make_node("Pad", ["x", "p"], ["y"], mode="reflect", name="pad")], "t",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [onnx.numpy_helper.from_array(np.array(pads, np.int64), "p")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    with pytest.raises(FusionError, match="reflect padding .* on axis"):
+        fusion.load(m)

@@ -114,17 +114,36 @@ def _pad_runtime(node):
     return const_input(node, 1) is None or (node.input(3) is not None and const_input(node, 3) is None)
 
 
+def _check_reflect(node, shape, b, e) -> None:
+    """Reflect padding mirrors without repeating the border, so each side may add
+    at most len-1 elements of an axis at least 2 long (after negative pads crop
+    it); onnxruntime refuses the rest, and numpy would quietly pad something else."""
+    if node.attrs.get("mode", "constant") != "reflect":
+        return
+    for ax, (d, p, q) in enumerate(zip(shape, b, e)):
+        if not isinstance(d, (int, np.integer)) or (p <= 0 and q <= 0):
+            continue
+        n = int(d) - max(-p, 0) - max(-q, 0)
+        if n < 2 or p > n - 1 or q > n - 1:
+            raise ShapeError(f"{node.label()}: reflect padding of ({max(p, 0)}, {max(q, 0)}) on axis {ax} of "
+                             f"length {n}: each side may add at most length-1 and the axis needs 2 or more "
+                             f"elements; use mode 'edge' or smaller pads")
+
+
 def _pad_infer(node):
     x = node.inputs[0]
     if _pad_runtime(node):
         return [(x.dtype, open_dims(node, x.rank))]
     b, e = pad_amounts(node)
+    if x.shape is not None:
+        _check_reflect(node, x.shape, b, e)
     return [(x.dtype, tuple(d + p + q for d, p, q in zip(x.shape, b, e)))]
 
 
 def _pad_reference(node, a):
     x = a[0]
     b, e = pad_amounts(node, a)
+    _check_reflect(node, x.shape, b, e)
     mode = node.attrs["mode"]
     crop = tuple(slice(max(-p, 0), d - max(-q, 0)) for d, p, q in zip(x.shape, b, e))
     x = x[crop]
