@@ -25,13 +25,6 @@ NODE_PASS_BAR = 1400
 # Known failures, grouped by the op that fails (docs/conformance.md gives the reasons).
 # Each one runs below as a non-strict xfail: an XPASS means it was fixed; drop it here.
 KNOWN_FAILURES = {
-    # Add
-    "test_Softsign": "Add",
-    "test_operator_add_broadcast": "Add",
-    "test_operator_add_size1_broadcast": "Add",
-    "test_operator_add_size1_right_broadcast": "Add",
-    "test_operator_add_size1_singleton_broadcast": "Add",
-    "test_operator_addconstant": "Add",
     # BatchNormalization
     "test_batchnorm_epsilon_training_mode": "BatchNormalization",
     "test_batchnorm_example_training_mode": "BatchNormalization",

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from fusion.errors import ShapeError
+from fusion.errors import ShapeError, UnsupportedOpError
 from fusion.ir import expr as E
 from fusion.ops.mathns import EXPR, NP
 from fusion.ops.table import (REQUIRED, Algebra, AttrSpec, Mapping, OpDef, broadcast_shapes,
@@ -87,6 +87,32 @@ def bool_dtype(node, ins):
     return np.dtype(np.bool_)
 
 
+def _legacy_broadcast(node, graph, opset):
+    """Before opset 7 a binary op broadcast only with `broadcast=1`, B being a
+    run of A's dims that starts at `axis` (default: A's trailing dims). From 7 on
+    broadcasting aligns from the right, so B gets trailing 1s for the dims after
+    its run."""
+    bc = node.attrs.pop("broadcast", None)
+    axis = node.attrs.pop("axis", None)
+    if not bc or axis is None or len(node.inputs) < 2:
+        return
+    a, b = node.inputs[0], node.inputs[1]
+    if a is None or b is None or a.shape is None or b.shape is None:
+        raise ShapeError(f"{node.label()}: broadcast with axis={axis} needs both input shapes")
+    ra, rb = len(a.shape), len(b.shape)
+    ax = int(axis) + ra if int(axis) < 0 else int(axis)
+    trail = ra - ax - rb
+    if trail < 0 or ax < 0:
+        raise ShapeError(f"{node.label()}: B {list(b.shape)} does not fit in A {list(a.shape)} at axis {axis}")
+    if trail == 0:
+        return
+    if b.const is None:
+        raise UnsupportedOpError(f"{node.label()}: legacy broadcast (opset {opset}) of a computed B at axis {axis} "
+                                 f"is not supported; re-export the model at opset 7 or later")
+    graph.set_input(node, 1, graph.const(np.asarray(b.const).reshape(tuple(b.shape) + (1,) * trail),
+                                         b.name + "_aligned"))
+
+
 def elementwise(name: str, arity: int | str, scalar, *, algebra: Algebra = Algebra(), flops: float = 1,
                 out_dtype=same_dtype, attrs: dict | None = None, since: int = 1, doc: str = "",
                 inputs: tuple[str, ...] | None = None, normalize=None, export_opset: int = 0) -> OpDef:
@@ -95,6 +121,8 @@ def elementwise(name: str, arity: int | str, scalar, *, algebra: Algebra = Algeb
     The kwargs of `scalar` are the op's attributes (all of them, defaults filled)."""
     if inputs is None:
         inputs = ("data_0*",) if arity == "*" else tuple("ABCDEFGH"[:arity])
+    if normalize is None and arity == 2:
+        normalize = _legacy_broadcast
 
     def fl(node, _f=flops):
         return int(math.ceil(_f * _prod(node.outputs[0].shape)))
