@@ -38,18 +38,24 @@ def load_graph(model, shapes=None) -> Graph:
     return fusion.load(model, shapes=shapes)
 
 
+def planned_graph(model, t: Target, plan=None, *, rewrite: bool = True, profile_db=None, shapes=None,
+                  notes: list[str] | None = None):
+    """The front half every code generator shares: load, rewrite, plan -> (graph, plan).
+    A plan given by the caller brings its own graph."""
+    if plan is not None:
+        return plan.graph, plan
+    graph = load_graph(model, shapes)
+    if rewrite:
+        graph = rewrite_if_available(graph, notes)
+    from fusion.plan import plan as make_plan
+    return graph, make_plan(graph, t, profile_db=profile_db)
+
+
 def _generate(model, t: Target, plan, rewrite: bool, profile_db, shapes, progress):
     """Rewrite, plan and emit the C sources: (graph, plan, artifact, emitter, notes, plan s, codegen s)."""
     t_start = time.perf_counter()
     notes: list[str] = []
-    graph = load_graph(model, shapes)
-    if plan is None:
-        if rewrite:
-            graph = rewrite_if_available(graph, notes)
-        from fusion.plan import plan as make_plan
-        plan = make_plan(graph, t, profile_db=profile_db)
-    else:
-        graph = plan.graph
+    graph, plan = planned_graph(model, t, plan, rewrite=rewrite, profile_db=profile_db, shapes=shapes, notes=notes)
     t_plan = time.perf_counter()
     em = ModelEmitter(graph, plan, t)
     art = em.emit(progress=progress)

@@ -70,13 +70,11 @@ def build_sanitized(graph, out_dir: str):
     """rewrite -> plan -> C -> libmodel.so with sanitizers (no cache: the
     instrumented library must never be served to an ordinary compile)."""
     from fusion.codegen.build import build
-    from fusion.codegen.driver import rewrite_if_available
+    from fusion.codegen.driver import planned_graph
     from fusion.codegen.emit import ModelEmitter
-    from fusion.plan import plan as make_plan
     from fusion.targets import get_target
     t = get_target("host")
-    graph = rewrite_if_available(graph)
-    p = make_plan(graph, t, profile_db=False)
+    graph, p = planned_graph(graph, t, profile_db=False)
     art = ModelEmitter(graph, p, t).emit()
     lib, _, _ = build(art, out_dir, t, use_cache=False, cflags=SAN_FLAGS)
     return lib, os.path.join(out_dir, "weights.bin"), art, p

@@ -283,15 +283,8 @@ def build_program(model, target="host", *, plan=None, rewrite: bool = True, prof
                   progress=None, profile: bool = False) -> tuple[Program, object]:
     """Load, rewrite, plan and lower a model into a Program (and the plan)."""
     from fusion.targets import Target, get_target
-    from fusion.codegen.driver import load_graph, rewrite_if_available
+    from fusion.codegen.driver import planned_graph
     t = target if isinstance(target, Target) else get_target(target)
-    graph = load_graph(model, shapes)
-    if plan is None:
-        if rewrite:
-            graph = rewrite_if_available(graph)
-        from fusion.plan import plan as make_plan
-        plan = make_plan(graph, t, profile_db=profile_db)
-    else:
-        graph = plan.graph
+    graph, plan = planned_graph(model, t, plan, rewrite=rewrite, profile_db=profile_db, shapes=shapes)
     em = LLVMEmitter(graph, plan, t)
     return em.program(progress=progress, split=profile), plan

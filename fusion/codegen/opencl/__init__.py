@@ -17,21 +17,14 @@ def build_program(model, target="opencl", *, fp16: bool = False, fp16_arith: boo
                   rewrite: bool = True, profile_db=False, shapes=None, tiled_gemm: bool = True):
     """Graph/ONNX/zoo name -> (graph, plan, Program, emitter)."""
     from fusion.targets import Target, get_target
-    from fusion.codegen.driver import load_graph, rewrite_if_available
+    from fusion.codegen.driver import planned_graph
     from fusion.codegen.opencl.program import OpenCLEmitter
     from fusion.errors import FusionError
     t = target if isinstance(target, Target) else get_target(target)
     if t.kind != "gpu":
         raise FusionError(f"target '{t.name}' is a CPU target; the OpenCL backend builds for opencl or "
                           f"android-arm64-gpu")
-    graph = load_graph(model, shapes)
-    if plan is None:
-        if rewrite:
-            graph = rewrite_if_available(graph)
-        from fusion.plan import plan as make_plan
-        plan = make_plan(graph, t, profile_db=profile_db)
-    else:
-        graph = plan.graph
+    graph, plan = planned_graph(model, t, plan, rewrite=rewrite, profile_db=profile_db, shapes=shapes)
     em = OpenCLEmitter(graph, plan, t, fp16=fp16, tiled_gemm=tiled_gemm)
     prog = em.program(max_kernel_args=t.max_kernel_args, fp16_arith=fp16_arith)
     return graph, plan, prog, em
