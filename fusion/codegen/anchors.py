@@ -10,6 +10,8 @@ elsewhere (a transposed epilogue) keeps the plain loop nest.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from fusion.ir import expr as E
@@ -591,40 +593,67 @@ def _pool_geometry(node):
     return _geometry(x, kernel, strides, dil, pads[:s], pads[s:], out)
 
 
-def _gemm(kmod, ctx: AnchorContext, target):
+@dataclass
+class GemmOperands:
+    """A Gemm anchor with its transposes folded into the operand index (shared by
+    the C kernels and the OpenCL tiled GEMM)."""
+    x: object
+    w: object
+    ta: int
+    tb: int
+    M: int
+    N: int
+    K: int
+    A: object
+    B: object
+    alpha: float
+    beta: float
+    bias: object   # None, or bias(index) -> C text of input C at output [index] (scaled by nothing)
+
+
+def gemm_operands(ctx: AnchorContext) -> GemmOperands:
     a = ctx.anchor
     x, w = a.inputs[0], a.inputs[1]
     c = a.input(2)
     ta, tb = int(a.attrs.get("transA", 0)), int(a.attrs.get("transB", 0))
-    alpha, beta = float(a.attrs.get("alpha", 1.0)), float(a.attrs.get("beta", 1.0))
     M = int(x.shape[1] if ta else x.shape[0])
     K = int(x.shape[0] if ta else x.shape[1])
     N = int(w.shape[0] if tb else w.shape[1])
     A = ctx.operand(x, (M, K), (lambda v: [v[1], v[0]]) if ta else None)
     B = ctx.operand(w, (K, N), (lambda v: [v[1], v[0]]) if tb else None)
-    if tb and B.const is None:
-        wa = ctx.em.constval(w)
-        if wa is not None and (w.producer is None or id(w.producer) not in ctx.comp.inside):
-            B.const = np.ascontiguousarray(np.asarray(wa, np.float32).T)
-    if ta and A.const is None:
-        xa = ctx.em.constval(x)
-        if xa is not None and (x.producer is None or id(x.producer) not in ctx.comp.inside):
-            A.const = np.ascontiguousarray(np.asarray(xa, np.float32).T)
+    bias = None
     if c is not None:
-        # Gemm's C is added before any consumer: fold it into the epilogue's acc.
         cvars = [E.Var("__c0", M), E.Var("__c1", N)]
         ce = ctx.comp.value(c, E.broadcast_index(cvars, c.shape))
         for name, val in ctx.comp.loads.items():
             ctx.shapes[name] = ctx.em.shape_of(val)
-        inner = ctx.epilogue()
 
-        def epi(index, acc):
-            pr = ctx._printer({"__c0": f"({index[0]})", "__c1": f"({index[1]})"})
-            return inner(index, f"{_scaled(alpha, acc)} + {_scaled(beta, pr.p(ce))}")
-        return kmod.matmul(ctx.block.name, batch=[], M=M, N=N, K=K, A=A, B=B, epilogue=epi, target=target)
+        def bias(index):
+            return ctx._printer({"__c0": f"({index[0]})", "__c1": f"({index[1]})"}).p(ce)
+    return GemmOperands(x, w, ta, tb, M, N, K, A, B, float(a.attrs.get("alpha", 1.0)),
+                        float(a.attrs.get("beta", 1.0)), bias)
+
+
+def _gemm(kmod, ctx: AnchorContext, target):
+    g = gemm_operands(ctx)
+    A, B = g.A, g.B
+    if g.tb and B.const is None:
+        wa = ctx.em.constval(g.w)
+        if wa is not None and (g.w.producer is None or id(g.w.producer) not in ctx.comp.inside):
+            B.const = np.ascontiguousarray(np.asarray(wa, np.float32).T)
+    if g.ta and A.const is None:
+        xa = ctx.em.constval(g.x)
+        if xa is not None and (g.x.producer is None or id(g.x.producer) not in ctx.comp.inside):
+            A.const = np.ascontiguousarray(np.asarray(xa, np.float32).T)
     inner = ctx.epilogue()
-    return kmod.matmul(ctx.block.name, batch=[], M=M, N=N, K=K, A=A, B=B, target=target,
-                       epilogue=lambda index, acc: inner(index, _scaled(alpha, acc)))
+    if g.bias is not None:
+        # Gemm's C is added before any consumer: fold it into the epilogue's acc.
+        def epi(index, acc):
+            return inner(index, f"{_scaled(g.alpha, acc)} + {_scaled(g.beta, g.bias(index))}")
+    else:
+        def epi(index, acc):
+            return inner(index, _scaled(g.alpha, acc))
+    return kmod.matmul(ctx.block.name, batch=[], M=g.M, N=g.N, K=g.K, A=A, B=B, epilogue=epi, target=target)
 
 
 def _scaled(k: float, c: str) -> str:

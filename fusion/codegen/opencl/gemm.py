@@ -179,24 +179,12 @@ def _describe(ctx):
         b_expr = B.c_expr(_batch_index(w.shape, nb, ["kb", "n"]))
         return batch, M, N, K, a_expr, b_expr, epi([f"bt_{d}" for d in range(nb)] + ["m", "n"], "acc")
     # Gemm: alpha * A' B' + beta * C, transposes folded into the operand index.
-    from fusion.codegen.anchors import _scaled
-    x, w = a.inputs[0], a.inputs[1]
-    c = a.input(2)
-    ta, tb = int(a.attrs.get("transA", 0)), int(a.attrs.get("transB", 0))
-    alpha, beta = float(a.attrs.get("alpha", 1.0)), float(a.attrs.get("beta", 1.0))
-    M = int(x.shape[1] if ta else x.shape[0])
-    K = int(x.shape[0] if ta else x.shape[1])
-    N = int(w.shape[0] if tb else w.shape[1])
-    A = ctx.operand(x, (M, K), (lambda v: [v[1], v[0]]) if ta else None)
-    B = ctx.operand(w, (K, N), (lambda v: [v[1], v[0]]) if tb else None)
-    acc = _scaled(alpha, "acc")
-    if c is not None:
-        cvars = [E.Var("__c0", M), E.Var("__c1", N)]
-        ce = ctx.comp.value(c, E.broadcast_index(cvars, c.shape))
-        for name, val in ctx.comp.loads.items():
-            ctx.shapes[name] = ctx.em.shape_of(val)
-        pr = ctx._printer({"__c0": "(m)", "__c1": "(n)"})
-        acc = f"{acc} + {_scaled(beta, pr.p(ce))}"
+    from fusion.codegen.anchors import _scaled, gemm_operands
+    g = gemm_operands(ctx)
+    M, N, K, A, B = g.M, g.N, g.K, g.A, g.B
+    acc = _scaled(g.alpha, "acc")
+    if g.bias is not None:
+        acc = f"{acc} + {_scaled(g.beta, g.bias(['m', 'n']))}"
     epi = ctx.epilogue()
     return [], M, N, K, A.c_expr(["m", "ka"]), B.c_expr(["kb", "n"]), epi(["m", "n"], acc)
 
