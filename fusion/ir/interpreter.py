@@ -56,6 +56,29 @@ def run_subgraph(g: Graph, args: list, outer_env: dict) -> list[np.ndarray]:
     return [res[v.name] for v in g.outputs]
 
 
+def reference_outputs(n, args: list, env: dict) -> list:
+    """One node through its op's numpy reference (If/Loop bodies read captured
+    values through env: id(value) -> array)."""
+    od = n.opdef
+    try:
+        with np.errstate(all="ignore"):
+            return od.reference(n, args, env=env) if od.needs_env else od.reference(n, args)
+    except FusionError:
+        raise
+    except Exception as e:
+        raise FusionError(f"{n.label()}: reference semantics failed: {type(e).__name__}: {e}") from e
+
+
+def as_value(v: Value, a) -> np.ndarray:
+    """A reference result as value v holds it: v's dtype, and 0-d where v is."""
+    a = np.asarray(a)
+    if v.dtype is not None and a.dtype != v.dtype and a.dtype != object:
+        a = a.astype(v.dtype)
+    if a.shape == (1,) and v.shape == ():
+        a = a.reshape(())  # np.ascontiguousarray turns a 0-d result into shape (1,)
+    return a
+
+
 def _run(g: Graph, args: list, env: dict, keep: bool,
          hook: Callable | None = None) -> dict[str, np.ndarray]:
     for v, a in zip(g.inputs, args):
@@ -79,28 +102,15 @@ def _run(g: Graph, args: list, env: dict, keep: bool,
             raise FusionError(f"value '{v.name}' is read before it is computed") from None
 
     for k, n in enumerate(g.nodes):
-        od = n.opdef
         args_n = [get(v) for v in n.inputs]
-        try:
-            with np.errstate(all="ignore"):
-                outs = od.reference(n, args_n, env=env) if od.needs_env else od.reference(n, args_n)
-        except FusionError:
-            raise
-        except Exception as e:
-            raise FusionError(f"{n.label()}: reference semantics failed: {type(e).__name__}: {e}") from e
+        outs = reference_outputs(n, args_n, env)
         if hook is not None:
             repl = hook(n, args_n, list(outs))
             if repl is not None:
                 outs = repl
         for v, a in zip(n.outputs, outs):
-            if a is None:
-                continue
-            a = np.asarray(a)
-            if v.dtype is not None and a.dtype != v.dtype and a.dtype != object:
-                a = a.astype(v.dtype)
-            if a.shape == (1,) and v.shape == ():
-                a = a.reshape(())  # np.ascontiguousarray turns a 0-d result into shape (1,)
-            env[id(v)] = a
+            if a is not None:
+                env[id(v)] = as_value(v, a)
         if not keep:
             for v in n.all_inputs():
                 if last_use.get(id(v)) == k and v.const is None and v not in g.inputs:

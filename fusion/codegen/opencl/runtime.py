@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from fusion.errors import FusionError, InputError
+from fusion.ir.interpreter import as_value, reference_outputs
 from fusion.codegen.opencl.program import HostStep, KernelStep, Program
 
 
@@ -199,16 +200,10 @@ class OpenCLModel:
             vals[id(v)] = st.consts[v.name] if v.name in st.consts else self._read(st.names[id(v)])
         for n in st.block.nodes:
             args = [None if v is None else vals.get(id(v)) for v in n.inputs]
-            with np.errstate(all="ignore"):
-                # If/Loop bodies read captured values through env (id(value) -> array)
-                outs = n.opdef.reference(n, args, env=dict(vals)) if n.opdef.needs_env else \
-                    n.opdef.reference(n, args)
-            for v, a in zip(n.outputs, outs):
+            for v, a in zip(n.outputs, reference_outputs(n, args, dict(vals))):
                 if a is None:
                     continue
-                a = np.asarray(a)
-                if v.dtype is not None and a.dtype != v.dtype and a.dtype != object:
-                    a = a.astype(v.dtype)
+                a = as_value(v, a)
                 vals[id(v)] = a
                 self._learn_dims(v, a.shape)
         for v in st.block.outputs:
