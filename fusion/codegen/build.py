@@ -5,6 +5,7 @@ keyed by the digest of every source, the flags and the compiler, so an
 unchanged model never recompiles (tests compile the same graphs often)."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -61,6 +62,7 @@ def cached_objects(sources: list[str], include_dirs: list[str], target: Target) 
     return objs
 
 
+@functools.lru_cache(maxsize=1)
 def _build_rules() -> str:
     """The cross builds' flags live in fusion/device/cross.py: its text is part
     of the cache key, so changing a flag there (e.g. the ARM CPU baseline)
