@@ -11,7 +11,6 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 import fusion
-from fusion.errors import FusionError
 from fusion.oracle import compare, random_inputs, run_onnxruntime
 
 pytest.importorskip("fusion.device.runner")
@@ -77,22 +76,13 @@ def test_data_dependent_output_under_qemu():
 QEMU_CI = ["tinybert", "efficientnet-b0", "c3d", "mobilebert", "u-net", "yolo-v4"]
 QEMU_SLOW = ["vgg-16", "s3d", "distilbert", "albert", "bert-base", "gpt-2", "mobilenetv1-ssd", "faster-rcnn",
              "mask-rcnn"]
-# Models whose C compile is still being built (data-dependent shapes after NMS/NonZero): a compile
-# error skips them with the error as the reason; once they compile they are checked like the rest.
-NOT_YET_COMPILING = {"mobilenetv1-ssd", "faster-rcnn", "mask-rcnn"}
-
 
 def _zoo_under_qemu(name: str, small: bool = True):
     from fusion import zoo
     spec = f"zoo:{name}" + (":small" if small else "")
     g = fusion.load(spec)
     feeds = random_inputs(g, seed=0)
-    try:
-        mod = fusion.compile(g, target="linux-arm64", threads=2)
-    except FusionError as e:
-        if name in NOT_YET_COMPILING:
-            pytest.skip(f"{spec} does not compile yet: {str(e).splitlines()[0]}")
-        raise
+    mod = fusion.compile(g, target="linux-arm64", threads=2)
     rep = compare(mod.run(feeds), run_onnxruntime(zoo.resolve(spec), feeds))
     assert rep.ok, f"{spec} under qemu-aarch64: {rep}"
 

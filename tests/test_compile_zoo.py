@@ -18,8 +18,7 @@ def _present(name: str) -> bool:
 
 
 # Known gaps, stated (strict: the test fails once they are fixed, so the mark is removed then).
-KNOWN = {"mask-rcnn": "codegen: the mask-pasting Loop (loop-carried tensor growing per iteration, sizes from box "
-                      "coordinates) has no C form yet (docs/codegen.md)"}
+KNOWN: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN[n]))

@@ -43,28 +43,11 @@ def _zoo_names():
     return list(NAMES)
 
 
-# The detection models have tensors whose dims are decided at run time (NMS, NonZero,
-# TopK); the C backend is still learning to build them. Each is sanitized as soon as it
-# compiles; until then it is skipped with the compiler's own error as the reason (any
-# other model failing to build is a failure).
-MAY_NOT_COMPILE = {"mobilenetv1-ssd", "faster-rcnn", "mask-rcnn"}
-
-
-def test_may_not_compile_names_are_zoo_models():
-    assert MAY_NOT_COMPILE <= set(_zoo_names())
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", _zoo_names())
 def test_zoo_small_is_clean(name):
     """fusion fuzz sanitize zoo:NAME:small for each reference model"""
-    from fusion.errors import FusionError
-    try:
-        r = sanitize(f"zoo:{name}:small", timeout=3600)
-    except FusionError as e:
-        if name not in MAY_NOT_COMPILE:
-            raise
-        pytest.skip(f"does not compile for the host yet: {str(e).splitlines()[0][:300]}")
+    r = sanitize(f"zoo:{name}:small", timeout=3600)
     assert r.ok, (r.report, r.mismatch, r.details.get("stderr", "")[-3000:])
 
 

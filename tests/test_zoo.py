@@ -365,3 +365,26 @@ def test_check_reports_pins_only_when_they_make_it_pass(monkeypatch):
             assert any(p.startswith("Cast 'corner'") for p in res.pinned) and not res.unpinned
         else:
             assert final is rep and any("beyond tolerance" in r for r in res.unpinned), res.unpinned
+
+
+def _other_executor_outputs(t):
+    th = _theirs(t)
+    return {"y": th["y"], "z": th["yf"] + _X, "kv": th["kv"], "ki": th["ki"]}
+
+
+def test_compiled_outputs_explained_by_near_ties(monkeypatch):
+    """`fusion run --check` / eval: compiled outputs that differ from onnxruntime pass only
+    when they are the interpreter's and the interpreter matches once near-ties are pinned."""
+    from fusion.zoo import pin
+    m = _decision_model()
+    t = [0.5, 3.0000002, 3.0000005]   # the other executor lands across the pixel boundary
+    monkeypatch.setattr(pin, "decision_values", lambda model, g, feeds: _theirs(t))
+    monkeypatch.setattr("fusion.oracle.run_onnxruntime", lambda model, feeds: _other_executor_outputs(t))
+    got = fusion.compile(fusion.load(m), threads=1, profile_db=False).run({"x": _X})
+    tie = pin.explain_near_ties(m, {"x": _X}, got)
+    assert tie.ok and len(tie.pins) == 3, tie.lines()
+    assert any("Cast 'corner'" in ln for ln in tie.lines())
+    # a compiled output that is not the interpreter's is never explained away
+    bad = dict(got, z=got["z"] + np.float32(0.25))
+    tie = pin.explain_near_ties(m, {"x": _X}, bad)
+    assert not tie.ok and "not explained" in tie.lines()[0]

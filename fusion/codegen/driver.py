@@ -47,7 +47,9 @@ def planned_graph(model, t: Target, plan=None, *, rewrite: bool = True, profile_
     graph = load_graph(model, shapes)
     if rewrite:
         graph = rewrite_if_available(graph, notes)
+    from fusion.ir.shape_infer import resolve_value_dims
     from fusion.plan import plan as make_plan
+    resolve_value_dims(graph)   # formulas for run-time sizes; the planner keeps data-size tensors stored
     return graph, make_plan(graph, t, profile_db=profile_db)
 
 

@@ -70,6 +70,10 @@ class ModelEmitter:
         self.block_info: list[dict] = []
         self.folded: dict[int, np.ndarray] = {}   # values computed at compile time (all inputs constant)
         self.dyn: dict[str, int] = {}          # run-time dim (sympy symbol name) -> compile-time upper bound
+        self.dyn_lo: dict[str, int] = {}       # lower bounds of run-time sizes read from data (others: 0)
+        self.loop_vars: list[str] = []         # C locals of compiled Loops (iteration number, condition)
+        self._ranges = None                    # value ranges (fusion.ir.intervals), computed when first needed
+        self._nest = 0                         # > 0 while lowering an If branch or a Loop body
         self.dyn_exprs: dict[str, tuple] = {}  # str(formula of run-time dims) -> (C variable, formula, bound)
         self.dim_slots: dict[str, tuple] = {}  # str(run-time size) -> (index in fz_dims, sympy expr)
         self._dims_used = False
@@ -93,6 +97,7 @@ class ModelEmitter:
     def _subs(self, d):
         import sympy
         expr = sympy.sympify(d)
+        self._define_values(expr)
         missing = [str(x) for x in expr.free_symbols if str(x) not in self.dyn]
         if missing:
             return None, missing
@@ -109,6 +114,10 @@ class ModelEmitter:
         syms = sorted(expr.free_symbols, key=str)
         if not syms:
             return max(int(expr), 0)
+        if any(str(x) in self.dyn_lo for x in syms) or expr.has(sympy.Piecewise):
+            # sizes read from data: not monotone in each symbol (a Slice start of unknown
+            # sign), so interval arithmetic over the symbols' ranges (sound, maybe loose)
+            return max(0, int(self._range_of(expr)[1]))
         if len(syms) == 1 and self.dyn[str(syms[0])] <= 1 << 16:
             f = sympy.lambdify(syms, expr, modules=[{"Min": min, "Max": max, "floor": _floor, "ceiling": _ceil}])
             return max(0, max(int(f(k)) for k in range(self.dyn[str(syms[0])] + 1)))
@@ -126,6 +135,7 @@ class ModelEmitter:
             return self.dim_var(e)
         hit = self.dyn_exprs.get(str(e))
         if hit is None:
+            self._define_values(e)
             missing = [str(x) for x in e.free_symbols if str(x) not in self.dyn]
             if missing:
                 raise UnsupportedOpError(f"run-time size '{e}' depends on '{', '.join(missing)}', which no op of "
@@ -191,7 +201,104 @@ class ModelEmitter:
             return "(" + " * ".join([self._c_formula(e.base)] * int(e.exp)) + ")"
         if isinstance(e, sympy.Mod):
             return f"fz_dmod({self._c_formula(e.args[0])}, {self._c_formula(e.args[1])})"
+        if isinstance(e, sympy.Piecewise):
+            out = None
+            for val, cond in reversed(e.args):
+                v = self._c_formula(val)
+                out = v if out is None or cond == sympy.true else f"({self._c_formula(cond)} ? {v} : {out})"
+            return out
+        rel = {sympy.StrictLessThan: "<", sympy.LessThan: "<=", sympy.StrictGreaterThan: ">",
+               sympy.GreaterThan: ">=", sympy.Equality: "==", sympy.Unequality: "!="}.get(type(e))
+        if rel is not None:
+            return f"({self._c_formula(e.lhs)} {rel} {self._c_formula(e.rhs)})"
+        if isinstance(e, sympy.Abs):
+            x = self._c_formula(e.args[0])
+            return f"fz_dmax({x}, -({x}))"
         raise UnsupportedOpError(f"run-time size '{e}' is not integer arithmetic the C backend can print")
+
+    # ------------------------------------------------ sizes read from data
+    # shape_infer.resolve_value_dims turns a size computed from tensor data (a box
+    # corner) into symbols standing for the elements of the small integer tensor
+    # it starts from (graph.value_sources). Each gets a range from the value-range
+    # analysis; model_run reads it after the kernel storing that tensor and fails
+    # if it lies outside (the bound every tensor it sizes was allocated with).
+    def _define_values(self, expr) -> None:
+        srcs = getattr(self.graph, "value_sources", None) or {}
+        for x in expr.free_symbols:
+            name = str(x)
+            if name in self.dyn or name not in srcs:
+                continue
+            v, k = srcs[name]
+            lo, hi = self._value_range(v, k)
+            if lo is None or hi is None:
+                raise UnsupportedOpError(f"value '{v.name}' (from {v.producer.label()}) is read as a size, and no "
+                                         f"bound of its values follows from the model (its range is "
+                                         f"[{lo}, {hi}]); the C backend needs a bound to allocate what it sizes")
+            self.dyn_lo[name] = int(lo)
+            self.dyn[name] = int(hi)
+
+    def _value_range(self, v: Value, k: int):
+        import math
+        if self._ranges is None or self._ranges[0] != len(self.dyn):
+            from fusion.ir.intervals import value_ranges
+            self._ranges = (len(self.dyn), value_ranges(self.graph, dim_range=self._dim_range))
+        r = self._ranges[1].of(v)
+        if r is None:
+            return None, None
+        lo, hi = (np.asarray(t, dtype=np.float64) for t in r)
+        lo = lo.reshape(-1)[k] if lo.size > 1 else lo.reshape(-1)[0]
+        hi = hi.reshape(-1)[k] if hi.size > 1 else hi.reshape(-1)[0]
+        return (None if not math.isfinite(lo) else math.floor(lo)), (None if not math.isfinite(hi) else math.ceil(hi))
+
+    def _dim_range(self, d):
+        import sympy
+        e = sympy.sympify(d)
+        if e.is_Integer:
+            return int(e), int(e)
+        if any(str(x) not in self.dyn for x in e.free_symbols):
+            return None
+        lo, hi = self._range_of(e) if any(str(x) in self.dyn_lo for x in e.free_symbols) else (0, self.bound_of(e))
+        return max(0, lo), hi
+
+    def _range_of(self, e):
+        """Interval arithmetic of a size formula over its symbols' ranges."""
+        import math
+        import sympy
+        if e.is_Integer or e.is_Rational:
+            return (e, e) if e.is_Integer else (math.floor(e), math.ceil(e))
+        if isinstance(e, sympy.Symbol):
+            return self.dyn_lo.get(str(e), 0), self.dyn[str(e)]
+        if e in (sympy.true, sympy.false):
+            return (int(bool(e)),) * 2
+        rs = [self._range_of(a) for a in e.args] if not isinstance(e, sympy.Piecewise) else None
+        if isinstance(e, sympy.Add):
+            return sum(r[0] for r in rs), sum(r[1] for r in rs)
+        if isinstance(e, sympy.Mul):
+            lo, hi = rs[0]
+            for a, b in rs[1:]:
+                c = [lo * a, lo * b, hi * a, hi * b]
+                lo, hi = min(c), max(c)
+            return lo, hi
+        if isinstance(e, sympy.Min):
+            return min(r[0] for r in rs), min(r[1] for r in rs)
+        if isinstance(e, sympy.Max):
+            return max(r[0] for r in rs), max(r[1] for r in rs)
+        if isinstance(e, sympy.Piecewise):
+            rs = [self._range_of(val) for val, _ in e.args]
+            return min(r[0] for r in rs), max(r[1] for r in rs)
+        if isinstance(e, (sympy.floor, sympy.ceiling)):
+            lo, hi = rs[0]
+            return math.floor(lo), math.ceil(hi)
+        if isinstance(e, sympy.Abs):
+            lo, hi = rs[0]
+            return (0 if lo <= 0 <= hi else min(abs(lo), abs(hi))), max(abs(lo), abs(hi))
+        if isinstance(e, sympy.Pow) and e.exp.is_Integer and int(e.exp) >= 0:
+            lo, hi = rs[0]
+            c = [lo ** int(e.exp), hi ** int(e.exp)]
+            return (0 if lo <= 0 <= hi and int(e.exp) % 2 == 0 else min(c)), max(c)
+        if isinstance(e, sympy.Mod) and rs[1][0] > 0:
+            return 0, rs[1][1] - 1
+        raise UnsupportedOpError(f"run-time size '{e}': no bound for it (the C backend allocates at a bound)")
 
     def _dyn_refresh(self) -> list[str]:
         """Recompute the formula variables and fz_dims after run-time dims changed."""
@@ -324,12 +431,48 @@ class ModelEmitter:
             bufs.append(Buffer(self.cname(v), v.dtype.name, self.shape_of(v), "out", v.name))
         return bufs
 
+    def lower_marked(self, b: Block) -> list[Function]:
+        """lower_block, then what model_run does around the kernels: read the
+        sizes it stores (value sources), check run-time sizes meeting fixed ones."""
+        import sympy
+        f = self.lower_block(b)
+        fns = f if isinstance(f, list) else [f] if f is not None else []
+        if not fns:
+            return fns
+        srcs = getattr(self.graph, "value_sources", None) or {}
+        mine = {id(v) for v in b.outputs}
+        for name, (v, k) in srcs.items():
+            if id(v) not in mine:
+                continue
+            self._define_values(sympy.Symbol(name))
+            cn = self.cname(v)
+            w = next((fn for fn in reversed(fns) if any(x.name == cn and x.role == "out" for x in fn.buffers)), fns[-1])
+            w.__dict__.setdefault("decides", []).append((cn, v, k, name))
+            self._decided = getattr(self, "_decided", set()) | {name}
+        # run-time sizes meeting fixed ones (a Concat's other axes): equal at run time or fail
+        for n in b.nodes:
+            if n.op != "Concat" or n.outputs[0].shape is None:
+                continue
+            out = n.outputs[0]
+            ax = n.attrs.get("axis", 0) % max(out.rank, 1)
+            for v in n.inputs:
+                if v is None or v.shape is None:
+                    continue
+                for d, (x, y) in enumerate(zip(v.shape, out.shape)):
+                    if d != ax and isinstance(y, (int, np.integer)) and not isinstance(x, (int, np.integer)):
+                        fns[0].__dict__.setdefault("asserts", []).append(
+                            (self.dim_cvar(x), int(y), f"{n.label()}: input '{v.name}' has {{}} on axis {d} at run "
+                                                       f"time, the other inputs {int(y)}"))
+        return fns
+
     def lower_block(self, b: Block) -> Function | None:
         outs = [v for v in b.outputs if self.constval(v) is None]
         if not outs or self.fold(b):
             return None   # everything it computes is known at compile time
         if b.opaque and b.nodes[0].op == "If":
             return self.if_block(b, outs)
+        if b.opaque and b.nodes[0].op == "Loop":
+            return self.loop_block(b, outs)
         if b.opaque:
             return self.opaque_block(b, outs)
         touched = {id(v): v for n in b.nodes for v in n.all_inputs() + n.outputs}
@@ -426,6 +569,9 @@ class ModelEmitter:
         from fusion.plan import plan as make_plan
         node = b.nodes[0]
         cond = node.inputs[0]
+        for _, sg in node.attrs.items():
+            if hasattr(sg, "nodes"):
+                sg.value_sources = getattr(self.graph, "value_sources", None) or {}
         c = self.constval(cond)
         fns: list[Function] = []
         branches = [("then", node.attrs["then_branch"], True), ("else", node.attrs["else_branch"], False)]
@@ -447,10 +593,13 @@ class ModelEmitter:
         for tag, sg, want in branches:
             sub = make_plan(sg, self.target, profile_db=False)
             body: list[Function] = []
-            for sb in sub.blocks:
-                sb.id = f"{b.id}_{tag}{sb.id}"
-                f = self.lower_block(sb)
-                body.extend(f if isinstance(f, list) else [f] if f is not None else [])
+            self._nest += 1
+            try:
+                for sb in sub.blocks:
+                    sb.id = f"{b.id}_{tag}{sb.id}"
+                    body.extend(self.lower_marked(sb))
+            finally:
+                self._nest -= 1
             for j, v in enumerate(node.outputs):
                 if v in outs:
                     body.append(self._copy_fn(f"{b.name}_{tag}_out{j}", sg.outputs[j], v))
@@ -462,6 +611,157 @@ class ModelEmitter:
                         f.buffers.append(guard)
             fns.extend(body)
         return fns
+
+    def loop_block(self, b: Block, outs: list[Value]) -> list[Function]:
+        """Loop: the body is planned and lowered like a model of its own and its
+        kernels run inside a C loop in model_run. Loop-carried values live in the
+        body inputs' buffers: the initial values are copied in, each iteration's
+        body outputs copied back. A carried dim that grows by a constant per
+        iteration (a Concat appending a row) is allocated at initial + growth x
+        the trip count's bound, and checked at run time."""
+        import sympy
+        from fusion.ops.control import _loop_counts
+        from fusion.plan import plan as make_plan
+        node = b.nodes[0]
+        body = node.attrs["body"]
+        n_c, n_s = _loop_counts(node)
+        if self._nest:
+            raise UnsupportedOpError(f"{node.label()}: a Loop inside an If branch or another Loop is not supported by "
+                                     f"the C backend yet")
+        M = node.inputs[0] if node.inputs and node.inputs[0] is not None else None
+        C0 = node.inputs[1] if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        lid = len(self.loop_vars) // 2
+        it, cv = f"fz_it{lid}", f"fz_cond{lid}"
+        self.loop_vars += [f"int64_t {it} = 0;", f"int {cv} = 1;"]
+        trips = None   # upper bound of the trip count
+        if M is not None:
+            c = self.constval(M)
+            trips = int(np.asarray(c).reshape(-1)[0]) if c is not None else self._value_range(M, 0)[1]
+        # capacities of the carried values' dims
+        for k in range(n_c):
+            v0, vin, vout = node.inputs[2 + k], body.inputs[2 + k], body.outputs[1 + k]
+            if vin.shape is None or vout.shape is None:
+                raise UnsupportedOpError(f"{node.label()}: loop-carried value '{vin.name}' has no known shape")
+            for d, x in enumerate(vin.shape):
+                xs = sympy.sympify(x)
+                if not (isinstance(xs, sympy.Symbol) and str(xs).startswith(f"{node.name}_carried")):
+                    continue
+                y = sympy.sympify(vout.shape[d])
+                c0 = self.shape_of(v0)[d]
+                growth = sympy.simplify(y - xs)
+                if growth.is_Integer and int(growth) >= 0:
+                    if int(growth) and trips is None:
+                        raise UnsupportedOpError(f"{node.label()}: loop-carried '{vin.name}' grows by {growth} per "
+                                                 f"iteration on axis {d}, and the trip count has no bound")
+                    cap = c0 + int(growth) * (trips or 0)
+                elif xs not in y.free_symbols:
+                    self.define_dim(xs, c0)
+                    cap = max(c0, self.dim_bound(y))
+                    self.dyn.pop(str(xs))
+                else:
+                    raise UnsupportedOpError(f"{node.label()}: loop-carried '{vin.name}' changes size on axis {d} "
+                                             f"as {y} (from {xs}); the C backend needs a constant growth")
+                self.define_dim(xs, cap)
+        for k, v in enumerate(node.outputs[:n_c]):
+            for d, dim in enumerate(v.shape or ()):
+                if isinstance(sympy.sympify(dim), sympy.Symbol) and str(dim) not in self.dyn:
+                    self.define_dim(dim, self.shape_of(body.inputs[2 + k])[d])
+        if n_s and trips is None:
+            raise UnsupportedOpError(f"{node.label()}: Loop with scan outputs and no bound on its trip count; "
+                                     f"the C backend allocates them at a bound")
+        for v in node.outputs[n_c:]:
+            if v.shape and isinstance(sympy.sympify(v.shape[0]), sympy.Symbol) and str(v.shape[0]) not in self.dyn:
+                self.define_dim(v.shape[0], trips)
+        fns: list[Function] = []
+        for k in range(n_c):
+            fns.append(self._copy_fn(f"{b.name}_in{k}", node.inputs[2 + k], body.inputs[2 + k], check=True))
+        cond0 = self._scalar_read(C0) if C0 is not None else "1"
+        start = self._control_fn(f"{b.name}_start", [C0], [], f"{it} = 0; {cv} = {cond0} ? 1 : 0;")
+        start.loop_open = f"    for (;;) {{   /* {node.label()} */"
+        fns.append(start)
+        lines = [f"if (!{cv}) break;"]
+        if M is not None:
+            lines.append(f"if ({it} >= {self._scalar_read(M)}) break;")
+        grows = n_s > 0 or any(isinstance(sympy.sympify(x), sympy.Symbol) and str(x).startswith(f"{node.name}_carried")
+                               for k in range(n_c) for x in body.inputs[2 + k].shape)
+        if grows:
+            lines.append(f"if ({it} >= {trips}) {{ fz_set_error(\"{_c_str(node.label())}: more than {trips} "
+                         f"iterations, the bound its loop-carried values were allocated for\"); return -1; }}")
+        outs_head = []
+        if body.inputs[0] is not None:
+            outs_head.append(body.inputs[0])
+            lines.append(f"*a.{self.cname(body.inputs[0])} = {it};")
+        if len(body.inputs) > 1 and body.inputs[1] is not None:
+            outs_head.append(body.inputs[1])
+            lines.append(f"*a.{self.cname(body.inputs[1])} = {cv};")
+        fns.append(self._control_fn(f"{b.name}_head", [M], outs_head, "\n".join(lines)))
+        body.value_sources = getattr(self.graph, "value_sources", None) or {}
+        sub = make_plan(body, self.target, profile_db=False)
+        self._nest += 1
+        try:
+            for sb in sub.blocks:
+                sb.id = f"{b.id}_body{sb.id}"
+                fns.extend(self.lower_marked(sb))
+        finally:
+            self._nest -= 1
+        cout = body.outputs[0]
+        fns.append(self._control_fn(f"{b.name}_cond", [cout], [], f"{cv} = {self._scalar_read(cout)} ? 1 : 0;"))
+        for k in range(n_c):
+            vin, vout = body.inputs[2 + k], body.outputs[1 + k]
+            if vout is not vin:
+                fns.append(self._copy_fn(f"{b.name}_next{k}", vout, vin, check=True))
+        for j in range(n_s):
+            fns.append(self._scan_fn(f"{b.name}_scan{j}", body.outputs[1 + n_c + j], node.outputs[n_c + j], it))
+        nxt = self._control_fn(f"{b.name}_next", [], [], f"{it} += 1;")
+        nxt.loop_close = "    }"
+        fns.append(nxt)
+        for k in range(n_c):
+            if node.outputs[k] in outs:
+                fns.append(self._copy_fn(f"{b.name}_out{k}", body.inputs[2 + k], node.outputs[k]))
+        sets = [f"{self.dim_var(v.shape[0])} = {it};" if isinstance(sympy.sympify(v.shape[0]), sympy.Symbol) else
+                f"if ({it} != {v.shape[0]}) {{ fz_set_error(\"{_c_str(node.label())}: stopped before its trip count; "
+                f"its scan output '{_c_str(v.name)}' has {v.shape[0]} rows\"); return -1; }}"
+                for v in node.outputs[n_c:] if v.shape]
+        if sets:   # scan outputs hold one row per iteration run
+            fns.append(self._control_fn(f"{b.name}_rows", [], [], " ".join(sets)))
+        return fns
+
+    def _scan_fn(self, name: str, src: Value, dst: Value, it: str) -> Function:
+        """Row `it` of scan output dst = this iteration's src (padded layouts)."""
+        self._copies = True
+        bufs = self.buffers_for({self.cname(src): src}, [dst])
+        fn = Function(name, bufs, [], [], [], raw_body="", schedule="row of a Loop scan output")
+        sc, dc = self.shape_of(src), self.shape_of(dst)[1:]
+        rank = len(sc)
+        if len(dc) != rank:
+            raise UnsupportedOpError(f"{name}: scan output '{dst.name}' does not have one more dim than '{src.name}'")
+        row = int(np.prod(dc)) * dst.dtype.itemsize
+        fn.run_inline = "\n".join([
+            f"static const int64_t fz_sc[] = {{{', '.join(map(str, sc)) or '0'}}};",
+            f"static const int64_t fz_dc[] = {{{', '.join(map(str, dc)) or '0'}}};",
+            f"const int64_t fz_n[] = {{{', '.join(self.runtime_dims(src)) or '0'}}};",
+            f"for (int q = 0; q < {rank}; ++q) if (fz_n[q] > fz_dc[q]) {{ fz_set_error(\"{_c_str(name)}: '"
+            f"{_c_str(src.name)}' is larger than a row of '{_c_str(dst.name)}' {list(dc)}\"); return -1; }}",
+            f"fz_dyn_copy((char *)a.{self.cname(dst)} + {it} * {row}, a.{self.cname(src)}, {dst.dtype.itemsize}, "
+            f"{rank}, fz_n, fz_sc, fz_dc);"])
+        return fn
+
+    def _scalar_read(self, v: Value) -> str:
+        """C expression of a scalar input of a control step: a literal when known."""
+        c = self.constval(v)
+        if c is not None:
+            x = np.asarray(c).reshape(-1)[0]
+            return str(int(x))
+        return f"(*a.{self.cname(v)})"
+
+    def _control_fn(self, name: str, ins: list, outs: list, code: str) -> Function:
+        """A step of model_run's control flow (no kernel) reading the scalars
+        `ins` (see _scalar_read) and writing `outs`."""
+        bufs = self.buffers_for({self.cname(v): v for v in ins if v is not None and self.constval(v) is None},
+                                list(outs))
+        fn = Function(name, bufs, [], [], [], raw_body="", schedule="control flow")
+        fn.run_inline = code
+        return fn
 
     def shape_of_deferred(self, v: Value, d: int, sg) -> int:
         """Capacity of dim d of a branch output (its run-time dims are decided
@@ -488,9 +788,10 @@ class ModelEmitter:
                                 self.define_dim(dd, int(cap))
         return self.shape_of(v)[d]
 
-    def _copy_fn(self, name: str, src: Value, dst: Value) -> Function:
+    def _copy_fn(self, name: str, src: Value, dst: Value, check: bool = False) -> Function:
         """dst = src element by element over src's actual extents, each in its
-        own padded layout; dst's run-time dims take src's actual sizes."""
+        own padded layout; dst's run-time dims take src's actual sizes (check:
+        fail when they exceed dst's capacity)."""
         self._copies = True
         bufs = self.buffers_for({self.cname(src): src}, [dst])
         fn = Function(name, bufs, [], [], [], raw_body="", schedule="copy of a branch output")
@@ -499,8 +800,12 @@ class ModelEmitter:
         dims = self.runtime_dims(src)
         lines = [f"static const int64_t fz_sc[] = {{{', '.join(map(str, sc)) or '0'}}};",
                  f"static const int64_t fz_dc[] = {{{', '.join(map(str, dc)) or '0'}}};",
-                 f"const int64_t fz_n[] = {{{', '.join(dims) or '0'}}};",
-                 f"fz_dyn_copy(a.{self.cname(dst)}, a.{self.cname(src)}, {dst.dtype.itemsize}, {rank}, fz_n, fz_sc, fz_dc);"]
+                 f"const int64_t fz_n[] = {{{', '.join(dims) or '0'}}};"]
+        if check:
+            lines.append(f"for (int q = 0; q < {rank}; ++q) if (fz_n[q] > fz_dc[q]) {{ fz_set_error(\"{_c_str(name)}: "
+                         f"'{_c_str(src.name)}' is larger than the capacity of '{_c_str(dst.name)}' "
+                         f"{list(dc)}\"); return -1; }}")
+        lines += [f"fz_dyn_copy(a.{self.cname(dst)}, a.{self.cname(src)}, {dst.dtype.itemsize}, {rank}, fz_n, fz_sc, fz_dc);"]
         import sympy
         for d, dim in enumerate(dst.shape):
             if not isinstance(dim, (int, np.integer)) and isinstance(sympy.sympify(dim), sympy.Symbol):
@@ -576,10 +881,10 @@ class ModelEmitter:
         if progress is not None and hasattr(progress, "start"):
             progress.start(len(self.plan.blocks))
         for b in self.plan.blocks:
-            fn = self.lower_block(b)
+            fn = self.lower_marked(b)
             if progress is not None:
                 progress.step(b.name)
-            for f in (fn if isinstance(fn, list) else [fn] if fn is not None else []):
+            for f in fn:
                 fns.append((b, f))
         self.functions = [f for _, f in fns]
         return self._assemble(fns, time.perf_counter() - t0)
@@ -593,13 +898,34 @@ class ModelEmitter:
         # Liveness of intermediates over the block sequence.
         written: dict[str, tuple[int, Value]] = {}
         last_read: dict[str, int] = {}
+        loops, stack = [], []
         for k, (_, fn) in enumerate(fns):
+            if getattr(fn, "loop_open", None):
+                stack.append(k)
+            if getattr(fn, "loop_close", None):
+                loops.append((stack.pop(), k))
             for buf in fn.buffers:
                 if buf.role == "out":
                     written.setdefault(buf.name, (k, None))
             for buf in fn.buffers:
                 if buf.role == "in":
                     last_read[buf.name] = k
+        # a value made before a Loop and read inside it stays live until the loop ends;
+        # one first written inside and read after it (a scan output) is live from its start
+        for name, k in list(last_read.items()):
+            w = written.get(name, (-1, None))[0]
+            for a, z in loops:
+                if a < k <= z and w <= a:
+                    last_read[name] = max(last_read[name], z)
+                if a < w <= z and last_read[name] > z:
+                    written[name] = (a, None)
+        undecided = [x for x in self.dyn if x in (getattr(g, "value_sources", None) or {})
+                     and x not in getattr(self, "_decided", set())]
+        if undecided:
+            v = g.value_sources[undecided[0]][0]
+            raise UnsupportedOpError(f"value '{v.name}' (from {v.producer.label()}) is read as a size but is computed "
+                                     f"inside a fused block, where model_run cannot read it; the C backend cannot "
+                                     f"size what depends on it yet")
         values_by_name = dict(self.value_by_cname)
         for n in g.nodes:
             for v in n.outputs:
@@ -670,6 +996,8 @@ class ModelEmitter:
             run.append(f"    int64_t {self.dim_var(sym)} = {bound};")
         for var, _, bound in self.dyn_exprs.values():
             run.append(f"    int64_t {var} = {bound};")
+        for decl in self.loop_vars:
+            run.append(f"    {decl}")
         if self.dim_slots:
             run.append(f"    int64_t fz_dims[{len(self.dim_slots)}];")
         refresh = self._dyn_refresh()
@@ -680,6 +1008,9 @@ class ModelEmitter:
             inits += "".join(f", .{s_} = {s_}" for s_ in sorted(FunctionPrinter(fn)._syms()))
             inline = getattr(fn, "run_inline", None)
             guards = getattr(fn, "guards", [])
+            for cvar, fixed, msg in getattr(fn, "asserts", []):
+                run.append(f"    if ({cvar} != {fixed}) {{ fz_set_error(\"{_c_str(msg.format('another size'))}\"); "
+                           f"return -1; }}")
             if guards:   # a kernel of an If branch
                 run.append("    if (" + " && ".join(f"{'' if want else '!'}(*{pointer(gb)})" for gb, want in guards)
                            + ") {")
@@ -691,8 +1022,22 @@ class ModelEmitter:
             else:
                 run.append(f"    {{ struct {fn.name}_args a = {{ {inits} }}; FZ_TIC; {fn.name}(&a); FZ_TOC({len(run_ids)}); }}")
                 run_ids.append(fn.name)
+            decides = getattr(fn, "decides", [])
+            for cn, v, k, name in decides:
+                buf = next(x for x in fn.buffers if x.name == cn)
+                var, lo, hi = self.dim_var(name), self.dyn_lo[name], self.dyn[name]
+                msg = _c_str(f"value '{v.name}' (element {k}) read as a size lies outside [{lo}, {hi}], the range "
+                             f"the model's arithmetic gives it; the compiled code cannot hold what it sizes")
+                run.append(f"    {var} = (int64_t)({pointer(buf)})[{k}];")
+                run.append(f"    if ({var} < {lo} || {var} > {hi}) {{ fz_set_error(\"{msg}\"); return -1; }}")
+            if decides:
+                run.extend(refresh)
             if guards:
                 run.append("    }")
+            if getattr(fn, "loop_open", None):
+                run.append(fn.loop_open)
+            if getattr(fn, "loop_close", None):
+                run.append(fn.loop_close)
         run.extend(tail)
         for j, v in enumerate(g.outputs):
             for d, dim in enumerate(self.runtime_dims(v)):
@@ -829,12 +1174,14 @@ static inline int64_t fz_dmod(int64_t a, int64_t b) { int64_t r = a % b; return 
 static void fz_dyn_copy(void *dst, const void *src, int64_t es, int rank, const int64_t *n, const int64_t *sc,
                         const int64_t *dc) {
     int64_t idx[8] = {0}, total = 1;
-    for (int d = 0; d < rank; ++d) total *= n[d];
-    for (int64_t k = 0; k < total; ++k) {
+    if (rank == 0) { memcpy(dst, src, (size_t)es); return; }
+    for (int d = 0; d < rank - 1; ++d) total *= n[d];
+    if (n[rank - 1] == 0) return;
+    for (int64_t k = 0; k < total; ++k) {   /* one row (the contiguous last dim) at a time */
         int64_t so = 0, dof = 0;
         for (int d = 0; d < rank; ++d) { so = so * sc[d] + idx[d]; dof = dof * dc[d] + idx[d]; }
-        memcpy((char *)dst + dof * es, (const char *)src + so * es, (size_t)es);
-        for (int d = rank - 1; d >= 0; --d) { if (++idx[d] < n[d]) break; idx[d] = 0; }
+        memcpy((char *)dst + dof * es, (const char *)src + so * es, (size_t)(es * n[rank - 1]));
+        for (int d = rank - 2; d >= 0; --d) { if (++idx[d] < n[d]) break; idx[d] = 0; }
     }
 }"""
 

@@ -194,7 +194,7 @@ class DynInfo:
             return
         if op in ("QuantizeLinear", "DequantizeLinear"):
             cat = "elementwise"
-        if op in ("Pad", "Resize", "Upsample", "Tile"):
+        if op == "Tile":   # (Pad, Resize and Upsample: _lower_Pad / _lower_Resize over the actual sizes)
             if all(not self.is_dyn(p.inputs[0], d) or self._untouched_axis(p, d) for d in range(p.inputs[0].rank)):
                 return   # run-time dims pass through unchanged: padded layout is right
             self.fail(p, "changes the size of a dimension known only at run time")
@@ -214,37 +214,10 @@ class DynInfo:
         self.fail(p, "over a tensor whose shape is known only at run time")
 
     def _untouched_axis(self, p: Node, d: int) -> bool:
-        """Axis d of a Pad/Resize/Upsample/Tile input keeps its size and positions."""
+        """Axis d of a Tile input keeps its size and positions."""
         from fusion.ops.shape import const_input
-        x = p.inputs[0]
-        r = x.rank
-        if p.op == "Pad":
-            pads = const_input(p, 1) if len(p.inputs) > 1 and p.input(1) is not None else p.attrs.get("pads")
-            if pads is None:
-                return False
-            pads = [int(t) for t in np.asarray(pads).reshape(-1)]
-            axes = list(range(r))
-            if len(p.inputs) > 3 and p.input(3) is not None:
-                ax = const_input(p, 3)
-                if ax is None:
-                    return False
-                axes = [int(a) % r for a in np.asarray(ax).reshape(-1)]
-            k = len(axes)
-            return all(pads[j] == 0 and pads[j + k] == 0 for j, a in enumerate(axes) if a == d)
-        if p.op == "Tile":
-            reps = const_input(p, 1)
-            return reps is not None and int(np.asarray(reps).reshape(-1)[d]) == 1
-        # Resize / Upsample: the output keeps the run-time dim unchanged
-        return str(self.sym(p.outputs[0])[d]) == str(self.sym(x)[d]) and self._resize_identity_axis(p, d)
-
-    def _resize_identity_axis(self, p: Node, d: int) -> bool:
-        from fusion.ops.shape import const_input
-        for i in (2, 1):   # scales (Resize: input 2; Upsample: input 1)
-            if len(p.inputs) > i and p.input(i) is not None:
-                sc = const_input(p, i)
-                if sc is not None and np.asarray(sc).size > d:
-                    return float(np.asarray(sc).reshape(-1)[d]) == 1.0
-        return False
+        reps = const_input(p, 1)
+        return reps is not None and int(np.asarray(reps).reshape(-1)[d]) == 1
 
     def _mask_reductions(self, p: Node, e: E.Expr, reads, allowed: bool = False) -> E.Expr:
         if not reads:
@@ -357,6 +330,29 @@ class DynInfo:
             val = read(i, idx)
             res = val if res is None else E.select(E.binary("lt", index[ax], off + self.size(v, ax)), val, res)
         return res
+
+    def _lower_Resize(self, p, index, read, k):
+        """Resize/Upsample over actual sizes: ONNX's scale from `sizes` is out/in of
+        the actual extents (not the capacities), and taps clamp to the actual
+        input, so the padding is never read."""
+        from fusion.ops.movement import resize_lower_with
+        x, y = p.inputs[0], p.outputs[0]
+        if not any(self.is_dyn(x, d) or self.is_dyn(y, d) for d in range(x.rank)):
+            return None
+        return resize_lower_with(p, index, read, dims=([self.size(x, d) for d in range(x.rank)],
+                                                       [self.size(y, d) for d in range(y.rank)]))
+
+    _lower_Upsample = _lower_Resize
+
+    def _lower_Pad(self, p, index, read, k):
+        """Pad over actual sizes: a padded element is one outside the actual input
+        (edge/wrap/reflect fold into it), and the output's run-time extents are
+        formulas of the input's and the pads."""
+        from fusion.ops.movement import pad_lower_with
+        x, y = p.inputs[0], p.outputs[0]
+        if not any(self.is_dyn(x, d) or self.is_dyn(y, d) for d in range(x.rank)):
+            return None
+        return pad_lower_with(p, index, read, dims=[self.size(x, d) for d in range(x.rank)])
 
     def _lower_Slice(self, p, index, read, k):
         from fusion.ops.shape import _slice_runtime, slice_geometry, slice_start_formula, const_input

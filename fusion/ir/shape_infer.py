@@ -181,6 +181,17 @@ def _sym_values(node, vals, sub):
                  "Div": _int_div, "Max": sympy.Max, "Min": sympy.Min}[op]
             return np.array([sympy.sympify(f(u, w)) for u, w in zip(p.reshape(-1), q.reshape(-1))],
                             dtype=object).reshape(out.shape)
+        if op in ("ReduceMax", "ReduceMin", "ReduceSum") and int(np.prod(out.shape)) == 1:
+            ax = node.attrs.get("axes")
+            if ax is None and len(node.inputs) > 1 and node.inputs[1] is not None:
+                if a[1] is None or np.asarray(a[1]).size:
+                    return None   # reducing along given axes: only the full reduction here
+            f = {"ReduceMax": lambda *t: sympy.Max(*t), "ReduceMin": lambda *t: sympy.Min(*t),
+                 "ReduceSum": lambda *t: sympy.Add(*t)}[op]
+            flat = [sympy.sympify(u) for u in np.asarray(a[0], dtype=object).reshape(-1)]
+            if not flat:
+                return None
+            return np.array(f(*flat), dtype=object).reshape(out.shape)
         if op in ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"):
             p, q = np.broadcast_arrays(np.asarray(a[0], dtype=object), np.asarray(a[1], dtype=object))
             res = []
@@ -276,6 +287,9 @@ def _dims_from_values(node, vals, sub):
                 return None
             dims[a] = f
         return dims
+    if op in ("Resize", "Pad"):
+        from fusion.ops.movement import pad_value_dims, resize_value_dims
+        return (resize_value_dims if op == "Resize" else pad_value_dims)(node, xs, sv)
     if op == "Tile" and sv(1) is not None:
         return [a * b for a, b in zip(xs, list(sv(1).reshape(-1)))]
     if op == "Range" and all(sv(i) is not None for i in range(3)) and np.issubdtype(node.inputs[0].dtype, np.integer):
@@ -284,15 +298,93 @@ def _dims_from_values(node, vals, sub):
     return None
 
 
+# The inputs _dims_from_values reads as sizes, per op.
+_SIZE_INPUTS = {"Expand": (1,), "ConstantOfShape": (0,), "Reshape": (1,), "Slice": (1, 2, 3, 4), "Tile": (1,),
+                "Range": (0, 1, 2), "Resize": (3,), "Pad": (1, 3)}
+
+
+def value_symbol(v, k: int):
+    """The run-time size symbol standing for element k of data value v."""
+    import re
+    import sympy
+    return sympy.Symbol(f"val_{re.sub(r'[^A-Za-z0-9_]', '_', v.name)}_{k}", integer=True)
+
+
+def loop_carried_dims(graph) -> None:
+    """A loop-carried value whose shape changes from one iteration to the next
+    (a Concat appending one row per iteration) gets a symbol for each changing
+    dim of the body input, and the body's shapes are inferred again from it,
+    so the body output reads `K + 1` where the first inference saw 0 -> 1."""
+    import sympy
+    for n in graph.nodes:
+        if n.op != "Loop":
+            continue
+        body = n.attrs["body"]
+        changed = False
+        for k in range(len(n.inputs) - 2):
+            v0, vin, vout = n.inputs[2 + k], body.inputs[2 + k], body.outputs[1 + k]
+            if vin.shape is None:
+                vin.shape = v0.shape
+            if vin.shape is None or vout.shape is None or len(vin.shape) != len(vout.shape):
+                continue
+            new = []
+            for d, (x, y) in enumerate(zip(vin.shape, vout.shape)):
+                if str(x) != str(y) and not str(x).startswith(f"{n.name}_carried"):
+                    changed = True
+                    x = sympy.Symbol(f"{n.name}_carried{k}_{d}", integer=True, nonnegative=True)
+                new.append(x)
+            vin.shape = tuple(new)
+        if changed:
+            for bn in body.nodes:
+                infer_node(bn, prefer_existing=False)
+
+
 def resolve_value_dims(graph) -> dict:
     """Give a formula to every output dim that shape inference left as a fresh
     symbol because it is a run-time *value* (Expand to a shape built from Shape
     ops of run-time-sized tensors...), by evaluating that shape arithmetic on
     sympy symbols. Rewrites the shapes of the graph's (and subgraphs') values
-    in place; returns {fresh symbol: formula}."""
+    in place; returns {fresh symbol: formula}.
+
+    A size computed from tensor *data* (box coordinates through Gather, Sub,
+    Max...) is traced back to the furthest small integer tensor the arithmetic
+    can start from; each of that tensor's elements becomes a symbol
+    (`value_symbol`), recorded in `graph.value_sources` as {symbol name:
+    (value, flat index)}: the code generator stores that tensor, reads the
+    element after the kernel computing it and checks it against its range."""
     import sympy
+    loop_carried_dims(graph)
     sub: dict = {}
     vals: dict[int, np.ndarray] = {}
+    sources: dict = getattr(graph, "value_sources", None) or {}
+
+    def small_int(v) -> bool:
+        return (v is not None and v.dtype is not None and np.issubdtype(v.dtype, np.integer) and _complete(v.shape)
+                and int(np.prod(v.shape)) <= SYM_VALUE_LIMIT)
+
+    def lift(v, depth=0) -> bool:
+        """Symbolic values for v: computed from its producer's inputs where they can
+        be, else v's elements become symbols of their own (v must be computed by a
+        node: graph and loop-body inputs are not stored by a kernel)."""
+        if v is None or id(v) in vals:
+            return v is not None
+        if not small_int(v) or v.producer is None or depth > 64:
+            return False
+        p = v.producer
+        if len(p.outputs) == 1 and not p.subgraphs() and \
+                all(i is None or id(i) in vals or lift(i, depth + 1) for i in p.inputs):
+            try:
+                r = _sym_values(p, vals, sub)
+            except Exception:
+                r = None
+            if r is not None:
+                vals[id(v)] = r
+                return True
+        syms = [value_symbol(v, k) for k in range(int(np.prod(v.shape)))]
+        for k, x in enumerate(syms):
+            sources[str(x)] = (v, k)
+        vals[id(v)] = np.array(syms, dtype=object).reshape(v.shape)
+        return True
 
     def visit(g):
         for n in g.nodes:
@@ -306,6 +398,11 @@ def resolve_value_dims(graph) -> dict:
             fresh = [d for v in n.outputs if v.shape is not None for d in v.shape if _is_fresh(d, n)]
             if fresh and len(n.outputs) == 1:
                 dims = _dims_from_values(n, vals, sub)
+                if dims is None and n.op in _SIZE_INPUTS:
+                    for i in _SIZE_INPUTS[n.op]:
+                        if i < len(n.inputs) and n.inputs[i] is not None:
+                            lift(n.inputs[i])
+                    dims = _dims_from_values(n, vals, sub)
                 out = n.outputs[0]
                 if dims is not None and len(dims) == len(out.shape):
                     for d, f in zip(out.shape, dims):
@@ -319,6 +416,10 @@ def resolve_value_dims(graph) -> dict:
                 if r is not None:
                     vals[id(n.outputs[0])] = r
     visit(graph)
+    try:
+        graph.value_sources = sources
+    except AttributeError:
+        pass
     if sub:
         def apply(g):
             for v in list(g.values.values()) if hasattr(g, "values") else []:

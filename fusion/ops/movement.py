@@ -183,11 +183,21 @@ def _pad_begin_read(node, read):
 
 
 def _pad_lower(node, out, read, k=0):
+    return pad_lower_with(node, out, read)
+
+
+def pad_lower_with(node, out, read, dims=None):
+    """The index function of Pad; `dims`: the input's sizes per axis, ints or int64
+    expressions of sizes known only at run time (then the border tests, edge
+    clamps, wrap and reflect use the actual sizes, not the capacities)."""
     x = node.inputs[0]
     b = _pad_begin_read(node, read) if _pad_runtime(node) else pad_amounts(node)[0]
     mode = node.attrs["mode"]
     pos = [o - p for o, p in zip(out, b)]
-    dims = [int(d) for d in x.shape]
+    if dims is None:
+        dims = [int(d) for d in x.shape]
+    else:
+        dims = [int(d.value) if isinstance(d, E.Const) else d for d in dims]
     if mode == "constant":
         inside = E.Const(True)
         for p_, d in zip(pos, dims):
@@ -201,10 +211,13 @@ def _pad_lower(node, out, read, k=0):
         if mode == "edge":
             idx.append(E.binary("min", E.binary("max", p_, 0), d - 1))
         elif mode == "wrap":
-            idx.append(p_ % d)
+            idx.append(p_ % d if _is_len(d) else p_ % E.binary("max", d, 1))   # an empty axis is never read
         else:  # reflect (pads smaller than the dim)
             r = E.select(E.binary("lt", p_, 0), -p_, p_)
-            idx.append(E.select(E.binary("ge", r, d), 2 * (d - 1) - r, r) if d > 1 else E.Const(0))
+            if _is_len(d):
+                idx.append(E.select(E.binary("ge", r, d), 2 * (d - 1) - r, r) if d > 1 else E.Const(0))
+            else:
+                idx.append(E.select(E.binary("gt", d, 1), E.select(E.binary("ge", r, d), 2 * (d - 1) - r, r), 0))
     return read(0, idx)
 
 
@@ -212,6 +225,8 @@ def _pad_mapping(node):
     if _pad_runtime(node):
         return Mapping.O2M  # positions computed from run-time pads
     b, e = pad_amounts(node)
+    if not all(_is_len(d) for d in tuple(node.inputs[0].shape or ()) + tuple(node.outputs[0].shape or ())):
+        return Mapping.O2M   # sizes known only at run time
     grows = any(p > 0 for p in b + e)
     if not grows:
         return Mapping.O2O
@@ -449,10 +464,40 @@ def _resize_reads_params(node) -> bool:
     return by_scales or node.attrs.get("keep_aspect_ratio_policy", "stretch") != "stretch"
 
 
-def resize_plan(node, args=None, read=None):
+def _is_len(v) -> bool:
+    return isinstance(v, (int, np.integer))
+
+
+def _len_f(v, k: float = 1.0):
+    """Length v (times k) as a float32 number: a constant, or an expression when
+    v is a size known only at run time (an int64 expression)."""
+    if _is_len(v):
+        return E.Const(float(v * k), "float32")
+    f = E.cast(v, "float32")
+    return f if k == 1.0 else f * E.Const(float(k), "float32")
+
+
+def _len_ratio(o, i):
+    """ONNX's scale out/in of a `sizes`-given Resize, in float32."""
+    if _is_len(o) and _is_len(i):
+        return np.float32(o) / np.float32(i)
+    return _len_f(o) / _len_f(i)
+
+
+def _len_min(a, b, op="min"):
+    if not isinstance(a, E.Expr) and not isinstance(b, E.Expr):
+        return min(a, b) if op == "min" else max(a, b)
+    return E.binary(op, a if isinstance(a, E.Expr) else E.Const(float(a), "float32"),
+                    b if isinstance(b, E.Expr) else E.Const(float(b), "float32"))
+
+
+def resize_plan(node, args=None, read=None, dims=None):
     """Per axis: (in_len, out_len, scale, roi_start, roi_end); scale 1 and in == out: untouched.
     `args`: run-time arguments (reference). `read`: build run-time reads of
-    scales/sizes/roi (index function of a node whose output shape is static)."""
+    scales/sizes/roi (index function of a node whose output shape is static).
+    `dims`: (input sizes, output sizes) per axis, ints or int64 expressions of
+    sizes known only at run time (with `read`): the scales derived from sizes
+    are then out/in of the actual sizes, as ONNX defines them."""
     x = node.inputs[0]
     r = x.rank
     si, zi = _resize_slots(node)
@@ -467,42 +512,50 @@ def resize_plan(node, args=None, read=None):
     axes = node.attrs.get("axes") or list(range(r))
     axes = [norm_axis(a, r, node) for a in axes]
     in_sp = [x.shape[a] for a in axes] if args is None else [args[0].shape[a] for a in axes]
-    if not all(isinstance(d, (int, np.integer)) for d in in_sp):
+    if dims is not None:
+        in_sp = [dims[0][a] for a in axes]
+    elif not all(isinstance(d, (int, np.integer)) for d in in_sp):
         raise ShapeError(f"{node.label()}: Resize needs static input dims, got {list(x.shape)}; bind them with --shape")
     policy = node.attrs.get("keep_aspect_ratio_policy", "stretch")
     if scales is None and sizes is None:
-        if read is None or not node.outputs[0].is_static:
+        if read is None or (dims is None and not node.outputs[0].is_static):
             which = node.input(si) if node.input(si) is not None else (node.input(zi) if zi else None)
             raise ShapeError(f"{node.label()}: Resize needs constant scales or sizes"
                              + (f" ('{which.name}' is computed at run time)" if which is not None else ""))
         # run time: output sizes are known from the (static) output shape
-        sz = [int(node.outputs[0].shape[a]) for a in axes]
+        sz = [int(node.outputs[0].shape[a]) for a in axes] if dims is None else [dims[1][a] for a in axes]
         if node.input(si) is not None and node.inputs[si].size > 0:
             sc = [E.cast(read(si, [E.Const(j)]), "float32") for j in range(len(axes))]
         elif policy == "stretch":
-            sc = [np.float32(o) / np.float32(i) for o, i in zip(sz, in_sp)]
+            sc = [_len_ratio(o, i) for o, i in zip(sz, in_sp)]
         else:
-            ratios = [E.cast(read(zi, [E.Const(j)]), "float32") / E.Const(float(i), "float32") for j, i in enumerate(in_sp)]
+            ratios = [E.cast(read(zi, [E.Const(j)]), "float32") / _len_f(i) for j, i in enumerate(in_sp)]
             s_ = ratios[0]
             for q in ratios[1:]:
                 s_ = E.binary("min" if policy == "not_larger" else "max", s_, q)
             sc = [s_] * len(axes)
     elif sizes is not None:
         sz = [int(v) for v in np.asarray(sizes).reshape(-1)]
-        sc = [np.float32(o) / np.float32(i) for o, i in zip(sz, in_sp)]
+        sc = [_len_ratio(o, i) for o, i in zip(sz, in_sp)]
         if policy in ("not_larger", "not_smaller"):
-            s_ = min(sc) if policy == "not_larger" else max(sc)
-            sc = [np.float32(s_)] * len(sc)
-            sz = [int(np.floor(i * s_ + 0.5)) for i in in_sp]
+            s_ = sc[0]
+            for q in sc[1:]:
+                s_ = _len_min(s_, q, "min" if policy == "not_larger" else "max")
+            sc = [s_ if isinstance(s_, E.Expr) else np.float32(s_)] * len(sc)
+            sz = [int(np.floor(i * s_ + 0.5)) for i in in_sp] if dims is None else sz
     else:
         sc = [np.float32(v) for v in np.asarray(scales).reshape(-1)]
-        sz = [int(np.floor(np.float32(i) * s_)) for i, s_ in zip(in_sp, sc)]
+        sz = [int(np.floor(np.float32(i) * s_)) for i, s_ in zip(in_sp, sc)] if dims is None else in_sp
+    if dims is not None:
+        sz = [dims[1][a] for a in axes]
     if len(sc) != len(axes):
         raise ShapeError(f"{node.label()}: {len(sc)} scales/sizes for {len(axes)} axes")
     roi_rt = node.op == "Resize" and args is None and node.input(1) is not None and roi is None
     if roi_rt and node.attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize" and read is None:
         roi_rt = "unknown"
     shape = x.shape if args is None else args[0].shape
+    if dims is not None:
+        shape = dims[0]
     plan = [(d, d, np.float32(1), 0.0, 1.0) for d in shape]
     for j, a in enumerate(axes):
         rs, re_ = 0.0, 1.0
@@ -517,34 +570,47 @@ def resize_plan(node, args=None, read=None):
 
 
 def _taps(M, o, in_len, out_len, scale, rs, re_, attrs):
-    """[(index, weight, inside)] for output coordinate o along one axis."""
+    """[(index, weight, inside)] for output coordinate o along one axis. in_len and
+    out_len are ints, or (expr namespace only) int64 expressions of sizes known
+    only at run time: the same formulas then use the actual sizes."""
     mode = attrs["mode"]
     ct = attrs.get("coordinate_transformation_mode", "half_pixel")
     of = M.to_f(o)
     half = M.f(0.5)
     sc = M.f(scale)
+    rt = not (_is_len(in_len) and _is_len(out_len))
+
+    def lf(v, k=1.0):   # a length (times k) as float32
+        return _len_f(v, k) if rt else M.f(v * k if k != 1.0 else v)
+
+    def ratio(a, b):    # (in-1)/(out-1): folded when static; guarded against out == 1 (not taken) when not
+        return M.f(a / b) if not rt else _len_f(a) / _len_f(E.binary("max", E.wrap(b), 1))
+
+    def if_long(then, other):   # then() if out_len > 1 else other()
+        if not rt:
+            return then() if out_len > 1 else other()
+        return M.where(M.gt(E.wrap(out_len), 1), then(), other())
+
     if ct == "asymmetric":
         x = of / sc
     elif ct == "align_corners":
-        x = of * M.f((in_len - 1) / (out_len - 1)) if out_len > 1 else of * M.f(0)
+        x = if_long(lambda: of * ratio(in_len - 1, out_len - 1), lambda: of * M.f(0))
     elif ct == "pytorch_half_pixel":
-        x = (of + half) / sc - half if out_len > 1 else of * M.f(0)
+        x = if_long(lambda: (of + half) / sc - half, lambda: of * M.f(0))
     elif ct == "half_pixel_symmetric":
-        adj = M.f(out_len) / (sc * M.f(in_len))
-        off = M.f(in_len / 2.0) * (M.f(1) - adj)
+        adj = lf(out_len) / (sc * lf(in_len))
+        off = lf(in_len, 0.5) * (M.f(1) - adj)
         x = off + (of + half) / sc - half
     elif ct == "tf_crop_and_resize":
-        if out_len > 1:
-            x = M.f(rs) * M.f(in_len - 1) + of * (M.f(re_) - M.f(rs)) * M.f((in_len - 1) / (out_len - 1))
-        else:
-            x = of * M.f(0) + M.f(0.5) * (M.f(rs) + M.f(re_)) * M.f(in_len - 1)
+        x = if_long(lambda: M.f(rs) * lf(in_len - 1) + of * (M.f(re_) - M.f(rs)) * ratio(in_len - 1, out_len - 1),
+                    lambda: of * M.f(0) + M.f(0.5) * (M.f(rs) + M.f(re_)) * lf(in_len - 1))
     elif ct == "half_pixel":
         x = (of + half) / sc - half
     else:
         raise UnsupportedOpError(f"Resize coordinate_transformation_mode '{ct}' is not supported")
     inside = None
     if ct == "tf_crop_and_resize":
-        inside = M.or_(M.lt(x, M.f(0)), M.gt(x, M.f(in_len - 1)))   # True: outside (extrapolate)
+        inside = M.or_(M.lt(x, M.f(0)), M.gt(x, lf(in_len - 1)))   # True: outside (extrapolate)
     hi = in_len - 1
     if mode == "nearest":
         nm = attrs.get("nearest_mode", "round_prefer_floor")
@@ -560,7 +626,7 @@ def _taps(M, o, in_len, out_len, scale, rs, re_, attrs):
             raise UnsupportedOpError(f"Resize nearest_mode '{nm}' is not supported")
         return [(M.imin(M.imax(M.to_i(i), 0), hi), None)], inside
     if mode == "linear":
-        xc = M.imin(M.imax(x, M.f(0)), M.f(hi))
+        xc = M.imin(M.imax(x, M.f(0)), lf(hi))
         i0 = M.imin(M.to_i(xc), hi)
         i1 = M.imin(i0 + 1, hi)
         d0 = M.abs(xc - M.to_f(i0))
@@ -596,7 +662,11 @@ def _resize_attrs(node, plan):
         a["nearest_mode"] = "floor"
     if a.get("mode") == "bilinear":
         a["mode"] = "linear"
-    if a.get("antialias", 0) and any(o < i for i, o, _, _, _ in plan):
+    if a.get("antialias", 0) and any(not (_is_len(i) and _is_len(o)) for i, o, _, _, _ in plan) \
+            and a.get("mode", "nearest") != "nearest":
+        raise UnsupportedOpError(f"{node.label()}: Resize with antialias=1 and sizes known only at run time "
+                                 f"is not supported (it may downscale)")
+    if a.get("antialias", 0) and any(_is_len(i) and _is_len(o) and o < i for i, o, _, _, _ in plan):
         raise UnsupportedOpError(f"{node.label()}: Resize with antialias=1 when downscaling is not supported")
     return a
 
@@ -609,7 +679,54 @@ def _resize_infer(node):
         raise UnsupportedOpError(f"{node.label()}: Resize with antialias=1 when downscaling is not supported")
     if resize_runtime(node):
         return [(x.dtype, open_dims(node, x.rank))]
+    if x.shape is not None and not all(_is_len(d) for d in x.shape):
+        return [(x.dtype, _resize_sym_shape(node))]
     return [(x.dtype, tuple(p[1] if p[0] != p[1] or p[2] != 1 else d for p, d in zip(resize_plan(node), x.shape)))]
+
+
+def _odd_part(k: int) -> int:
+    while k and k % 2 == 0:
+        k //= 2
+    return k
+
+
+def _resize_sym_shape(node) -> tuple:
+    """Output dims of a Resize with constant scales/sizes over an input with dims
+    known only at run time: constant sizes, or floor(in * scale) as a formula
+    when onnxruntime's float32 product in * scale is exact for every in < 2^16
+    (scale = m * 2^e with m odd below 256: 2, 0.5, 1.5, 0.75...); else a dim
+    decided at run time (fresh symbol)."""
+    import sympy
+    x = node.inputs[0]
+    r = x.rank
+    si, zi = _resize_slots(node)
+    scales = _nonempty(const_input(node, si))
+    sizes = _nonempty(const_input(node, zi)) if zi is not None else None
+    axes = [norm_axis(a, r, node) for a in (node.attrs.get("axes") or list(range(r)))]
+    free = open_dims(node, r)
+    out = list(x.shape)
+    policy = node.attrs.get("keep_aspect_ratio_policy", "stretch")
+    if sizes is not None and policy != "stretch":
+        st = [_is_len(x.shape[a]) for a in axes]
+        if not all(st):
+            for a in axes:
+                out[a] = free[a]
+            return tuple(out)
+    for j, a in enumerate(axes):
+        d = x.shape[a]
+        if sizes is not None:
+            out[a] = int(np.asarray(sizes).reshape(-1)[j])
+            continue
+        s_ = np.float32(np.asarray(scales).reshape(-1)[j])
+        if _is_len(d):
+            out[a] = int(np.floor(np.float32(d) * s_))
+        elif s_ == 1:
+            out[a] = d
+        elif 0 < s_ < 256 and float(s_ * 256) == int(s_ * 256) and _odd_part(int(s_ * 256)) < 256:
+            out[a] = sympy.floor(sympy.sympify(d) * sympy.Rational(int(s_ * 256), 256))
+        else:
+            out[a] = free[a]
+    return tuple(out)
 
 
 def _resize_reference(node, a):
@@ -643,8 +760,16 @@ def _resize_reference(node, a):
 
 
 def _resize_lower(node, out, read, k=0):
+    return resize_lower_with(node, out, read)
+
+
+def resize_lower_with(node, out, read, dims=None):
+    """The index function of Resize/Upsample; `dims` (see `resize_plan`): the
+    input/output sizes per axis, some of them known only at run time."""
     x = node.inputs[0]
-    plan = resize_plan(node, read=read)
+    if dims is not None:   # constant sizes as plain ints: the static formulas fold them
+        dims = tuple([int(d.value) if isinstance(d, E.Const) else d for d in ds] for ds in dims)
+    plan = resize_plan(node, read=read, dims=dims)
     attrs = _resize_attrs(node, plan)
     per_axis, outside = [], None
     for ax, (n_in, n_out, sc, rs, re_) in enumerate(plan):
@@ -676,8 +801,10 @@ def _resize_mapping(node):
     attrs = dict(node.attrs)
     if _resize_reads_params(node):
         return Mapping.O2M  # coordinates computed from run-time scales/roi
+    x, y = node.inputs[0], node.outputs[0]
+    if not all(_is_len(d) for d in tuple(x.shape or ()) + tuple(y.shape or ())):
+        return Mapping.O2M   # sizes known only at run time: may upsample
     if resize_runtime(node):
-        x, y = node.inputs[0], node.outputs[0]
         plan = [(int(i), int(o), None) for i, o in zip(x.shape, y.shape) if i != o]
     else:
         plan = [p for p in resize_plan(node) if not (p[0] == p[1] and p[2] == 1)]
@@ -709,3 +836,49 @@ register(OpDef(
     flops=lambda node: 4 * int(prod(node.outputs[0].shape)),
     doc="Deprecated since opset 10: Resize with asymmetric coordinates and nearest rounding down.",
 ))
+
+
+def resize_value_dims(node, xs, sv):
+    """Output dims of a Resize whose `sizes` is a run-time value known as formulas
+    (shape arithmetic on run-time dims, see fusion.ir.shape_infer): xs are the
+    input dims, sv(i) the symbolic value of input i or None. None: no formula."""
+    si, zi = _resize_slots(node)
+    if zi is None or node.attrs.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+        return None
+    s = sv(zi) if len(node.inputs) > zi and node.inputs[zi] is not None else None
+    if s is None or xs is None:
+        return None
+    r = len(xs)
+    axes = [norm_axis(a, r, node) for a in (node.attrs.get("axes") or list(range(r)))]
+    vals = list(np.asarray(s, dtype=object).reshape(-1))
+    if len(vals) != len(axes):
+        return None
+    out = list(xs)
+    for a, v in zip(axes, vals):
+        out[a] = v
+    return out
+
+
+def pad_value_dims(node, xs, sv):
+    """Output dims of a Pad whose pads (and axes) are a run-time value known as
+    formulas (see `resize_value_dims`): in + begin + end. None: no formula."""
+    if xs is None or node.input(1) is None:
+        return None
+    pads = sv(1)
+    if pads is None:
+        return None
+    r = len(xs)
+    if node.input(3) is not None:
+        ax = sv(3)
+        if ax is None:
+            return None
+        axes = [int(a) % r for a in np.asarray(ax, dtype=object).reshape(-1)]
+    else:
+        axes = list(range(r))
+    p = list(np.asarray(pads, dtype=object).reshape(-1))
+    if len(p) != 2 * len(axes):
+        return None
+    out = list(xs)
+    for j, a in enumerate(axes):
+        out[a] = out[a] + p[j] + p[j + len(axes)]
+    return out

@@ -422,7 +422,8 @@ def slice_count_formula(s: int, e: int, st: int, d):
     """ONNX's clamping rules as a sympy formula of the open dim `d` (a
     run-time size): the slice's length, with the same integer semantics as
     Python's slice(s, e, st).indices(d). s and e may be formulas of run-time
-    sizes too (their sign must then be known); None when it is not."""
+    sizes too; where their sign is unknown the formula holds both rules
+    (a Piecewise on the sign)."""
     import sympy
 
     def norm(x, lo, hi):
@@ -432,7 +433,11 @@ def slice_count_formula(s: int, e: int, st: int, d):
         if x.is_negative:
             x = x + d
         elif not x.is_nonnegative:
-            raise _Undecided
+            if not x.free_symbols:
+                raise _Undecided
+            # a start/end read from data (its sign known only at run time): both rules
+            return sympy.Piecewise((sympy.Min(sympy.Max(x + d, lo), hi), x < 0),
+                                   (sympy.Min(sympy.Max(x, lo), hi), True))
         return sympy.Min(sympy.Max(x, lo), hi)
     try:
         if st > 0:

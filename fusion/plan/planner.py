@@ -114,6 +114,9 @@ class Planner:
         self.attempts: dict[tuple[int, int, int], _Attempt] = {}
         self.join_reason: dict[int, str] = {}   # block id -> last reason it grew
         self.graph_outs = {id(v) for v in graph.outputs}
+        # small integer tensors whose elements size later tensors (shape_infer.resolve_value_dims):
+        # model_run reads them between kernels, so each is stored by the block computing it
+        self.stored = {id(v) for v, _ in (getattr(graph, "value_sources", None) or {}).values()}
         self.stats = {"attempts": 0, "merges": 0, "profile_lookups": 0}
 
     # ------------------------------------------------------------------ checks
@@ -206,6 +209,12 @@ class Planner:
             op = self.nodes[self.members[a if ca == Mapping.OPAQUE else b][0]]
             return _Attempt(False, "opaque", f"opaque: {op.op} has no index function (not a loop nest); "
                                              f"it runs as its own kernel"), None
+        for x, y in ((a, b), (b, a)) if self.stored else ():
+            for i in self.members[x]:
+                for j, v in self.cons[i]:
+                    if id(v) in self.stored and self.blk[j] == y:
+                        return _Attempt(False, "stored-size", f"stored-size: '{v.name}' sizes later tensors; it is "
+                                                              f"stored, and read between kernels"), None
         if self.anchors[a] and self.anchors[b]:
             x, y = self.nodes[self.anchors[a][0]], self.nodes[self.anchors[b][0]]
             return _Attempt(False, "two-anchors", f"two-anchors: {x.op} '{x.name}' and {y.op} '{y.name}' are both "

@@ -216,3 +216,49 @@ def pinned_reference(g: Graph, feeds, theirs: dict) -> tuple[dict, list[Pin], li
 
     outs = run(g, feeds, hook=hook)
     return outs, pins, refused
+
+
+@dataclass
+class NearTie:
+    """Why compiled outputs that differ from onnxruntime are still right: they
+    match the reference interpreter (`vs_reference`), and the interpreter
+    matches onnxruntime once near-tie decisions follow it (`pins`)."""
+    ok: bool
+    vs_reference: object      # CompareResult: compiled vs interpreter
+    vs_onnxruntime: object    # CompareResult: pinned interpreter vs onnxruntime
+    pins: list
+    refused: list
+
+    def lines(self) -> list[str]:
+        if not self.ok:
+            out = [f"not explained by near-tie decisions: compiled vs interpreter: {self.vs_reference}"
+                   .splitlines()[0]]
+            if self.vs_onnxruntime is not None:
+                out.append(f"pinned interpreter vs onnxruntime: {self.vs_onnxruntime}".splitlines()[0])
+            return out + [f"not pinned: {r}" for r in self.refused[:5]]
+        return ([f"near-tie: the compiled outputs match the reference interpreter ({self.vs_reference})"
+                 .splitlines()[0],
+                 f"near-tie: the interpreter matches onnxruntime when {len(self.pins)} decision(s) follow it "
+                 f"({self.vs_onnxruntime})".splitlines()[0]]
+                + [f"pinned: {p}" for p in self.pins])
+
+
+def explain_near_ties(model, feeds, got: dict) -> NearTie:
+    """Compiled outputs `got` differ from onnxruntime: are they the reference
+    semantics, differing only through near-tie decisions (a box corner 2 ulps
+    from an integer pixel)? Both steps use fusion.oracle's unchanged tolerances."""
+    import fusion
+    from fusion.oracle import compare, run_onnxruntime
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(model) if isinstance(model, str) else None
+    if model is None:
+        return NearTie(False, "no ONNX model to expose decisions from", None, [], [])
+    g = fusion.load(model)
+    ref = fusion.run_reference(g, feeds)
+    r1 = compare(got, ref)
+    if not r1.ok:
+        return NearTie(False, r1, None, [], [])
+    theirs = decision_values(model, g, feeds)
+    pinned, pins, refused = pinned_reference(g, feeds, theirs)
+    r2 = compare(pinned, run_onnxruntime(model, feeds))
+    return NearTie(r2.ok and bool(pins), r1, r2, [str(p) for p in pins], refused)

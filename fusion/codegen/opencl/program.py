@@ -114,6 +114,7 @@ class OpenCLEmitter(ModelEmitter):
         if dynamic:
             # Capacity layout, run-time extents as kernel arguments (ModelEmitter's rule).
             try:
+                self._no_data_sizes(b, dynamic)
                 return self._lower_dynamic(b, outs, dynamic)
             except UnsupportedOpError as e:
                 # The shared lowering cannot index this block over run-time sizes (a
@@ -137,6 +138,18 @@ class OpenCLEmitter(ModelEmitter):
                                            buffers_for=self.buffers_for))
                for k, grp in enumerate(groups.values())]
         return fns[0] if len(fns) == 1 else fns
+
+    def _no_data_sizes(self, b: Block, dynamic: list[Value]) -> None:
+        """Sizes read from tensor data (shape_infer's value symbols) are read by
+        the C model_run between kernels; here the host runs such blocks (numpy
+        gives them their actual shapes)."""
+        import sympy
+        srcs = getattr(self.graph, "value_sources", None) or {}
+        for v in dynamic:
+            for d in v.shape:
+                if any(str(x) in srcs for x in sympy.sympify(d).free_symbols):
+                    raise UnsupportedOpError(f"block {b.name}: '{v.name}' has a size read from data ({d}), decided at "
+                                             f"run time on the host")
 
     def host_fallback(self, b: Block, outs: list[Value]) -> HostStep | None:
         """A HostStep for a block the kernel lowering refused, or None when the
