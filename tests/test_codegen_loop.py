@@ -95,7 +95,19 @@ def test_loop_carried_tensor_grows_by_a_row_per_iteration():
             h.make_node("Concat", ["a1", "c1"], ["r"], axis=0),
             h.make_node("Unsqueeze", ["r", "ax0"], ["row"])]
     m = _grow_model(rows, 2, [i64("zero_i", 0), f32("two", 2.0), f32("onef", 1.0), i64("ax0", [0])])
-    check(m, _feeds())
+    mod = check(m, _feeds())
+    # the body only extends the carried value: its rows are appended in place, no Concat of it
+    assert "rows appended to a loop-carried value" in mod.c_source
+
+
+def test_loop_carried_concat_also_read_elsewhere_is_copied():
+    # the carried value is also read by the body (its row count): no in-place append; copied back
+    rows = [h.make_node("Shape", ["acc"], ["sh"]), h.make_node("Gather", ["sh", "zero_i"], ["k"], axis=0),
+            h.make_node("Cast", ["k"], ["kf"], to=F), h.make_node("Gather", ["x", "i"], ["xi"], axis=0),
+            h.make_node("Add", ["kf", "xi"], ["a"]), h.make_node("Unsqueeze", ["a", "ax01"], ["row"])]
+    m = _grow_model(rows, 1, [i64("zero_i", 0), i64("ax01", [0, 1])])
+    mod = check(m, _feeds())
+    assert "rows appended to a loop-carried value" not in mod.c_source
 
 
 def test_loop_body_sizes_from_data():

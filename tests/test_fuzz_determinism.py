@@ -5,8 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
 
 from fusion.fuzz.generator import generate
 from fusion.fuzz.spec import merge
@@ -16,6 +19,12 @@ import sys, fusion
 fusion.compile(sys.argv[1], target="host", threads=1, profile_db=False, out_dir=sys.argv[2], use_cache=False)
 """
 ARTIFACTS = ["model.c", "model.h", "weights.bin", "libmodel.so"]
+EMIT_C = """
+import sys
+from fusion.codegen.driver import emit_sources
+emit_sources(sys.argv[1], "host", sys.argv[2], profile_db=False)
+"""
+SOURCES = ["model.c", "model.h", "weights.bin"]
 
 
 def _two_fresh_builds(model: str, tmp_path):
@@ -31,8 +40,8 @@ def _two_fresh_builds(model: str, tmp_path):
     return outs
 
 
-def _same(a, b):
-    diff = [f for f in ARTIFACTS if (a / f).read_bytes() != (b / f).read_bytes()]
+def _same(a, b, files=ARTIFACTS):
+    diff = [f for f in files if (a / f).read_bytes() != (b / f).read_bytes()]
     assert not diff, f"differ between two fresh processes: {diff}"
 
 
@@ -47,3 +56,46 @@ def test_fuzz_batch_is_deterministic(tmp_path):
 def test_tinybert_small_is_deterministic(tmp_path):
     """pytest -m slow tests/test_fuzz_determinism.py (about 40 s)"""
     _same(*_two_fresh_builds("zoo:tinybert:small", tmp_path))
+
+
+def _run_time_gather_model() -> onnx.ModelProto:
+    """NonZero decides n; a Gather along the run-time axis with indices read at
+    run time (negative ones count from the actual size), then a Concat whose
+    offset is that size: the index arithmetic mixes several Lets and run-time
+    sizes in one canonical sum, whose term order must not depend on the process."""
+    f32 = onnx.numpy_helper.from_array(np.array(0.0, np.float32), "zero")
+    nodes = [h.make_node("Greater", ["x", "zero"], ["g"]), h.make_node("NonZero", ["g"], ["p"]),
+             h.make_node("Cast", ["p"], ["c"], to=T.FLOAT),
+             h.make_node("Concat", ["c", "c"], ["cc"], axis=1),
+             h.make_node("Gather", ["cc", "gi"], ["g2"], axis=1),
+             h.make_node("Concat", ["g2", "cc"], ["out"], axis=1)]
+    g = h.make_graph(nodes, "t", [h.make_tensor_value_info("x", T.FLOAT, [12]),
+                                  h.make_tensor_value_info("gi", T.INT64, [3])],
+                     [h.make_tensor_value_info("out", T.FLOAT, None)], [f32])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+
+
+def test_run_time_shapes_give_the_same_c(tmp_path):
+    """Generated C only (no C compiler): three fresh processes, three hash seeds.
+    Before terms of canonical sums were ordered by a text holding the Temp's
+    address, seeds 1 and 3 gave different model.c here."""
+    import os
+    path = tmp_path / "dyn.onnx"
+    onnx.save(_run_time_gather_model(), path)
+    outs = []
+    for seed in (1, 2, 3):
+        d = tmp_path / f"c{seed}"
+        p = subprocess.run([sys.executable, "-c", EMIT_C, str(path), str(d)], capture_output=True, text=True,
+                           timeout=300, env=dict(os.environ, PYTHONHASHSEED=str(seed)))
+        assert p.returncode == 0, p.stderr[-3000:]
+        outs.append(d)
+    assert "fz_dims" in (outs[0] / "model.c").read_text()   # the sizes really are read at run time
+    for d in outs[1:]:
+        _same(outs[0], d, SOURCES)
+
+
+@pytest.mark.slow
+def test_mask_rcnn_small_is_deterministic(tmp_path):
+    """Run-time shapes in a whole model (its roi_pool blocks differed before), with
+    the C compiler: pytest -m slow tests/test_fuzz_determinism.py"""
+    _same(*_two_fresh_builds("zoo:mask-rcnn:small", tmp_path))

@@ -695,6 +695,7 @@ class ModelEmitter:
             outs_head.append(body.inputs[1])
             lines.append(f"*a.{self.cname(body.inputs[1])} = {cv};")
         fns.append(self._control_fn(f"{b.name}_head", [M], outs_head, "\n".join(lines)))
+        appends = self._loop_appends(node, n_c)
         body.value_sources = getattr(self.graph, "value_sources", None) or {}
         sub = make_plan(body, self.target, profile_db=False)
         self._nest += 1
@@ -708,7 +709,9 @@ class ModelEmitter:
         fns.append(self._control_fn(f"{b.name}_cond", [cout], [], f"{cv} = {self._scalar_read(cout)} ? 1 : 0;"))
         for k in range(n_c):
             vin, vout = body.inputs[2 + k], body.outputs[1 + k]
-            if vout is not vin:
+            if k in appends:
+                fns.append(self._append_fn(f"{b.name}_append{k}", vout, vin))
+            elif vout is not vin:
                 fns.append(self._copy_fn(f"{b.name}_next{k}", vout, vin, check=True))
         for j in range(n_s):
             fns.append(self._scan_fn(f"{b.name}_scan{j}", body.outputs[1 + n_c + j], node.outputs[n_c + j], it))
@@ -725,6 +728,53 @@ class ModelEmitter:
         if sets:   # scan outputs hold one row per iteration run
             fns.append(self._control_fn(f"{b.name}_rows", [], [], " ".join(sets)))
         return fns
+
+    def _loop_appends(self, node, n_c: int) -> set[int]:
+        """Carried values the body only extends (`v' = Concat(v, x, axis=0)`, v read by
+        nothing else): the body computes x, and the loop appends x's rows to v's buffer
+        in place, instead of copying all of v twice per iteration (Concat, then back)."""
+        body = node.attrs["body"]
+        out = set()
+        for k in range(n_c):
+            vin, vout = body.inputs[2 + k], body.outputs[1 + k]
+            p = vout.producer
+            if p is None or p.op != "Concat" or len(p.inputs) != 2 or p.inputs[0] is not vin or \
+                    p.attrs.get("axis", 0) % max(vin.rank, 1) != 0 or p.inputs[1] is vin:
+                continue
+            x = p.inputs[1]
+            if body.consumers(vin) != [p] or vout.uses or body.outputs.count(vout) != 1 or x.rank != vin.rank \
+                    or x in body.outputs or x in body.inputs or self.constval(x) is not None:
+                continue
+            d0 = str(vin.shape[0])
+            if not d0.startswith(f"{node.name}_carried"):
+                continue
+            body.remove_node(p)
+            body.outputs[1 + k] = x
+            out.add(k)
+        return out
+
+    def _append_fn(self, name: str, src: Value, dst: Value) -> Function:
+        """dst (carried, run-time rows K) gets src's rows appended at row K, in place."""
+        self._copies = True
+        bufs = self.buffers_for({self.cname(src): src}, [dst])
+        fn = Function(name, bufs, [], [], [], raw_body="", schedule="rows appended to a loop-carried value")
+        sc, dc = self.shape_of(src), self.shape_of(dst)
+        rank = len(sc)
+        k = self.dim_var(dst.shape[0])
+        have = self.runtime_dims(dst)
+        row = int(np.prod(dc[1:])) * dst.dtype.itemsize
+        msg = _c_str(f"{name}: '{src.name}' does not fit the rows of '{dst.name}' {list(dc)}")
+        fn.run_inline = "\n".join([
+            f"static const int64_t fz_sc[] = {{{', '.join(map(str, sc))}}};",
+            f"static const int64_t fz_dc[] = {{{', '.join(map(str, dc))}}};",
+            f"const int64_t fz_n[] = {{{', '.join(self.runtime_dims(src))}}};",
+            f"const int64_t fz_have[] = {{{', '.join(have)}}};",
+            f"if ({k} + fz_n[0] > fz_dc[0]) {{ fz_set_error(\"{msg}\"); return -1; }}",
+            f"for (int q = 1; q < {rank}; ++q) if (fz_n[q] != fz_have[q]) {{ fz_set_error(\"{msg}\"); return -1; }}",
+            f"fz_dyn_copy((char *)a.{self.cname(dst)} + {k} * {row}, a.{self.cname(src)}, {dst.dtype.itemsize}, "
+            f"{rank}, fz_n, fz_sc, fz_dc);",
+            f"{k} += fz_n[0];"])
+        return fn
 
     def _scan_fn(self, name: str, src: Value, dst: Value, it: str) -> Function:
         """Row `it` of scan output dst = this iteration's src (padded layouts)."""

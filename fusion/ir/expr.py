@@ -699,4 +699,10 @@ def to_str(e: Expr) -> str:
     if isinstance(e, Reduce):
         vs = ", ".join(f"{v.name}<{v.extent}" for v in e.vars)
         return f"{e.op}[{vs}]({to_str(e.body)})"
-    return object.__repr__(e)
+    # Leaves defined elsewhere (codegen's Temp and Sym): their name, never the
+    # object's address -- canonical sums order their terms by this text, and an
+    # address would make the generated code differ from one process to the next.
+    name = getattr(e, "name", None)
+    if isinstance(name, str):
+        return name
+    return f"{type(e).__name__}{e._key()!r}"

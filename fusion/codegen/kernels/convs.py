@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from fusion.codegen.kernels.api import KernelCode, Operand
-from fusion.codegen.kernels.common import HEADERS, indent, phase_copy as _phase_copy, phase_offset as _ph, vec_type
-from fusion.codegen.kernels.gemm import gemm
+from fusion.codegen.kernels.common import HEADERS, blocking, indent, phase_copy as _phase_copy, phase_offset as _ph, vec_type
+from fusion.codegen.kernels.gemm import fit_columns, gemm
 
 
 class Geo:
@@ -150,6 +150,21 @@ def _implicit_gemm(name, g: Geo, X: Operand, wc, bias_at, epilogue, target, tran
     }}
 }}"""
 
+    epi_row = _row_epilogue(g, epilogue, bias_at)
+
+    kind = ("1x1 conv as gemm" if Kdim == g.Cg else f"{'x'.join(map(str, g.k[3 - g.spatial:]))} conv as implicit gemm")
+    if transposed:
+        kind = f"{'x'.join(map(str, g.k[3 - g.spatial:]))} conv-transpose as implicit gemm (gather form)"
+    if g.G > 1:
+        kind += f", {g.G} groups"
+    return gemm(name, batch=[g.N, g.G], M=g.Mg, N=Ncols, K=Kdim, target=target, epilogue=None, epilogue_row=epi_row,
+                a_const=a, a_group=lambda bv: bv[1], b_pack=b_pack, what=kind)
+
+
+def _row_epilogue(g: Geo, epilogue, bias_at):
+    """epi_row(bv, m, row, n0, nlen): C running the epilogue on row[j] = out[n, m, position n0 + j] for
+    j < nlen (one output channel, consecutive output positions)."""
+    OD, OH, OW = g.out
     flat = bool(getattr(epilogue, "flat_spatial", False)) and g.spatial >= 2
 
     def epi_row(bv, m, row, n0, nlen):
@@ -182,13 +197,7 @@ def _implicit_gemm(name, g: Geo, X: Operand, wc, bias_at, epilogue, target, tran
     }}
 }}"""
 
-    kind = ("1x1 conv as gemm" if Kdim == g.Cg else f"{'x'.join(map(str, g.k[3 - g.spatial:]))} conv as implicit gemm")
-    if transposed:
-        kind = f"{'x'.join(map(str, g.k[3 - g.spatial:]))} conv-transpose as implicit gemm (gather form)"
-    if g.G > 1:
-        kind += f", {g.G} groups"
-    return gemm(name, batch=[g.N, g.G], M=g.Mg, N=Ncols, K=Kdim, target=target, epilogue=None, epilogue_row=epi_row,
-                a_const=a, a_group=lambda bv: bv[1], b_pack=b_pack, what=kind)
+    return epi_row
 
 
 def _positions_as_rows(g: Geo, target) -> bool:
@@ -236,37 +245,53 @@ def _transposed_gemm(name, g: Geo, X: Operand, wc, bias_at, epilogue, target) ->
     P = OD * OH * OW
     bt = np.ascontiguousarray(wc.reshape(g.G, g.Mg, Kdim).transpose(0, 2, 1))
 
-    def a_elem(bv, m, k):
+    mr = fit_columns(blocking(target, P, g.Mg, Kdim), g.Mg, target).mr   # as gemm() will tile it
+
+    def a_pack(bv, dst, m0, rows):
+        # One MR-row strip of cols^T: each row's position is decoded once per strip and each
+        # column's (c, kd, kh, kw) once per k, not both per element (the per-element decode was
+        # most of the packing time of a 1x1 conv at 7x7, which every thread repeats).
         x = X.c_expr([bv[0], f"({bv[1]}) * {g.Cg} + fz_ac"] + g.sp_index("fz_aid", "fz_aih", "fz_aiw"))
+        head = (f"const int64_t fz_am0 = {m0}, fz_arows = {rows};\n"
+                f"int64_t fz_pd[{mr}], fz_ph[{mr}], fz_pw[{mr}];\n"
+                f"for (int64_t fz_r = 0; fz_r < {mr}; fz_r++) {{\n"
+                # rows past M decode a valid position: the pointwise path reads it, then stores 0
+                f"    int64_t fz_p = fz_am0 + (fz_r < fz_arows ? fz_r : 0);\n"
+                f"    int64_t fz_ow = fz_p % {OW}, fz_q = fz_p / {OW}, fz_oh = fz_q % {OH}, fz_od = fz_q / {OH};\n"
+                f"    fz_pd[fz_r] = fz_od * {SD} - {PD}; fz_ph[fz_r] = fz_oh * {SH} - {PH}; "
+                f"fz_pw[fz_r] = fz_ow * {SW} - {PW};\n}}\n")
         if KD * KH * KW == 1 and g.st == [1, 1, 1] and not any(g.pb):
-            # pointwise: position p reads input position p
-            return (f"({{ int64_t fz_ac = ({k}), fz_aiw = ({m}) % {OW}, fz_aq = ({m}) / {OW}; "
-                    f"int64_t fz_aih = fz_aq % {OH}, fz_aid = fz_aq / {OH}; (void)fz_aid; (void)fz_aih; {x}; }})")
-        return (f"({{ int64_t fz_ak = ({k}), fz_akw = fz_ak % {KW}, fz_akq = fz_ak / {KW}; "
-                f"int64_t fz_akh = fz_akq % {KH}, fz_akq2 = fz_akq / {KH}, fz_akd = fz_akq2 % {KD}, fz_ac = fz_akq2 / {KD}; "
-                f"int64_t fz_aow = ({m}) % {OW}, fz_aq = ({m}) / {OW}, fz_aoh = fz_aq % {OH}, fz_aod = fz_aq / {OH}; "
-                f"int64_t fz_aid = fz_aod * {SD} - {PD} + fz_akd * {DD}, fz_aih = fz_aoh * {SH} - {PH} + fz_akh * {DH}, "
-                f"fz_aiw = fz_aow * {SW} - {PW} + fz_akw * {DW}; "
-                f"(fz_aid >= 0 && fz_aid < {ID} && fz_aih >= 0 && fz_aih < {IH} && fz_aiw >= 0 && fz_aiw < {IW}) "
-                f"? ({x}) : 0.0f; }})")
+            elem = (f"{{ int64_t fz_aid = fz_pd[fz_r], fz_aih = fz_ph[fz_r], fz_aiw = fz_pw[fz_r]; "
+                    f"(void)fz_aid; (void)fz_aih; {dst}[fz_k * {mr} + fz_r] = {{v}}; }}")
+            full = elem.replace("{v}", f"({x})")
+            part = elem.replace("{v}", f"fz_r < fz_arows ? ({x}) : 0.0f")
+            return head + (f"if (fz_arows == {mr})\n"
+                           f"    for (int64_t fz_k = 0; fz_k < {Kdim}; fz_k++) {{ const int64_t fz_ac = fz_k;\n"
+                           f"        for (int64_t fz_r = 0; fz_r < {mr}; fz_r++) {full} }}\n"
+                           f"else\n"
+                           f"    for (int64_t fz_k = 0; fz_k < {Kdim}; fz_k++) {{ const int64_t fz_ac = fz_k;\n"
+                           f"        for (int64_t fz_r = 0; fz_r < {mr}; fz_r++) {part} }}\n")
+        return head + (
+            f"for (int64_t fz_k = 0; fz_k < {Kdim}; fz_k++) {{\n"
+            f"    const int64_t fz_akw = fz_k % {KW}, fz_akq = fz_k / {KW}, fz_akh = fz_akq % {KH}, "
+            f"fz_akq2 = fz_akq / {KH}, fz_akd = fz_akq2 % {KD}, fz_ac = fz_akq2 / {KD};\n"
+            f"    for (int64_t fz_r = 0; fz_r < {mr}; fz_r++) {{\n"
+            f"        int64_t fz_aid = fz_pd[fz_r] + fz_akd * {DD}, fz_aih = fz_ph[fz_r] + fz_akh * {DH}, "
+            f"fz_aiw = fz_pw[fz_r] + fz_akw * {DW};\n"
+            f"        {dst}[fz_k * {mr} + fz_r] = (fz_r < fz_arows && fz_aid >= 0 && fz_aid < {ID} && fz_aih >= 0 "
+            f"&& fz_aih < {IH} && fz_aiw >= 0 && fz_aiw < {IW}) ? ({x}) : 0.0f;\n"
+            f"    }}\n}}\n")
 
-    flat = bool(getattr(epilogue, "flat_spatial", False)) and g.spatial >= 2
-
-    def epi(bv, m, n, acc):
-        if flat:   # the epilogue takes the flat position (api._scoped): no division per element
-            out = epilogue([bv[0], "fz_oc"] + g.sp_index("0", "0", f"({m})"), "fz_v")
-            return (f"{{ int64_t fz_oc = ({bv[1]}) * {g.Mg} + ({n});\n"
-                    f"float fz_v = {acc} + {bias_at('fz_oc')};\n{out}\n}}")
-        out = epilogue([bv[0], "fz_oc"] + g.sp_index("fz_xd", "fz_xh", "fz_xw"), "fz_v")
-        return (f"{{ int64_t fz_oc = ({bv[1]}) * {g.Mg} + ({n}); int64_t fz_xw = ({m}) % {OW}, fz_q = ({m}) / {OW}, "
-                f"fz_xh = fz_q % {OH}, fz_xd = fz_q / {OH}; (void)fz_xd; (void)fz_xh;\n"
-                f"float fz_v = {acc} + {bias_at('fz_oc')};\n{out}\n}}")
+    # the epilogue runs per finished tile column (one channel, consecutive positions): contiguous
+    # stores and a vectorized SiLU, where a tile row (one position, many channels) stored one
+    # element per plane. 1x1 192->1152 @7x7 + SiLU: NN -> NN ms, --threads 1 --cpu-time.
+    epi_row = _row_epilogue(g, epilogue, bias_at)
 
     kind = ("1x1 conv" if Kdim == g.Cg else f"{'x'.join(map(str, g.k[3 - g.spatial:]))} conv")
     kind += f" as transposed gemm (positions x channels, {P} positions)"
     if g.G > 1:
         kind += f", {g.G} groups"
-    return gemm(name, batch=[g.N, g.G], M=P, N=g.Mg, K=Kdim, target=target, epilogue=epi, a_elem=a_elem,
+    return gemm(name, batch=[g.N, g.G], M=P, N=g.Mg, K=Kdim, target=target, epilogue=None, epilogue_col=epi_row, a_pack=a_pack,
                 b_const=bt, b_group=lambda bv: bv[1], what=kind)
 
 
@@ -296,8 +321,6 @@ def _direct(name, g: Geo, X: Operand, wc, bias_at, epilogue, target) -> KernelCo
     slack = T + Wr                                   # the last block's reach past the last plane row
     weights = {f"{name}_w": np.ascontiguousarray(wc.reshape(g.M, taps))}
     x = X.c_expr(["fz_n", "fz_g * %d + fz_c" % g.Cg] + g.sp_index("fz_id", "fz_ih", "fz_iw"))
-    load = lambda j: f"*(const {vt} *)(fz_s + {j * lanes})"  # noqa: E731
-    accs = [f"fz_a{j}" for j in range(nv)]
     P = OD * OH * OW
     # An epilogue that depends on the position only through its flat offset (an elementwise chain,
     # see api._scoped) runs once per output plane, one long loop the compiler vectorizes, instead
@@ -320,6 +343,47 @@ def _direct(name, g: Geo, X: Operand, wc, bias_at, epilogue, target) -> KernelCo
 {indent(epi, 20)}
                 }}"""
         plane_epi = ""
+    # Rows per register block: a 7- or 14-wide row is one vector, and one vector's chain of
+    # KH*KW dependent FMAs ran at the FMA latency (a 5x5 depthwise conv at 7x7 took 2.8x
+    # onnxruntime's time); R rows side by side keep R*nv independent accumulators in flight.
+    acc_budget = 8 if target.vector_registers <= 16 else 12
+    R = max(1, min(OH, acc_budget // nv))
+
+    def row_block(rows: int, oh0: str) -> str:
+        acc = [[f"fz_a{r}_{j}" for j in range(nv)] for r in range(rows)]
+        taps_c = []
+        for r in range(rows):
+            taps_c.append(f"const float *fz_r{r} = fz_pl + ((fz_c * {Dp} + fz_od * {SD} + fz_kd * {DD}) * {Hp} + "
+                          f"({oh0} + {r}) * {SH} + fz_kh * {DH}) * {Wr} + fz_ow0;")
+        fmas = " ".join(f"{acc[r][j]} += fz_wt * *(const {vt} *)(fz_r{r} + fz_o + {j * lanes});"
+                        for r in range(rows) for j in range(nv))
+        stores = []
+        for r in range(rows):   # in row order: a row's extra lanes are rewritten by the next row
+            st = " ".join(f"*({vt} *)(fz_d + {j * lanes}) = {acc[r][j]};" for j in range(nv))
+            stores.append(f"{{ const int64_t fz_oh = {oh0} + {r}; (void)fz_oh; float *fz_d = {dst}; {st}\n"
+                          f"{indent(row_epi, 4)} }}")
+        # blocks right to left: a row's last block spills past the row end onto the next row's
+        # first columns, which that row's first block (stored later) rewrites
+        return f"""for (int64_t fz_ow0 = {(OW - 1) // T * T}; fz_ow0 >= 0; fz_ow0 -= {T}) {{
+    {vt} {", ".join(a + " = {0}" for row in acc for a in row)};
+    int64_t fz_t = 0;
+    for (int64_t fz_c = 0; fz_c < {g.Cg}; fz_c++)
+    for (int64_t fz_kd = 0; fz_kd < {KD}; fz_kd++)
+    for (int64_t fz_kh = 0; fz_kh < {KH}; fz_kh++) {{
+        {" ".join(taps_c)}
+        for (int64_t fz_kw = 0; fz_kw < {KW}; fz_kw++, fz_t++) {{
+            const int64_t fz_o = {_ph("fz_kw * " + str(DW), SW, Wq)};
+            const float fz_wt = fz_w[fz_t];
+            {fmas}
+        }}
+    }}
+{indent(chr(10).join(stores), 4)}
+}}"""
+
+    full = OH // R * R
+    rows_loop = f"for (int64_t fz_oh0 = 0; fz_oh0 < {full}; fz_oh0 += {R}) {{\n{indent(row_block(R, 'fz_oh0'), 4)}\n}}"
+    if full < OH:
+        rows_loop += "\n" + f"for (int64_t fz_oh0 = {full}; fz_oh0 < {OH}; fz_oh0++) {{\n{indent(row_block(1, 'fz_oh0'), 4)}\n}}"
     f = f"""{HEADERS}{vdef}
 struct {name}_task {{ const struct {name}_args *A; }};
 static void {name}_work(void *fz_arg, int64_t fz_it0, int64_t fz_it1) {{
@@ -350,23 +414,8 @@ static void {name}_work(void *fz_arg, int64_t fz_it0, int64_t fz_it1) {{
             int64_t fz_oc = fz_g * {g.Mg} + fz_mm;
             const float *fz_w = A->{name}_w + fz_oc * {taps};
             float fz_bias = {bias_at("fz_oc")};
-            for (int64_t fz_od = 0; fz_od < {OD}; fz_od++)
-            for (int64_t fz_oh = 0; fz_oh < {OH}; fz_oh++)
-            for (int64_t fz_ow0 = 0; fz_ow0 < {OW}; fz_ow0 += {T}) {{
-                {vt} {", ".join(a + " = {0}" for a in accs)};
-                int64_t fz_t = 0;
-                for (int64_t fz_c = 0; fz_c < {g.Cg}; fz_c++)
-                for (int64_t fz_kd = 0; fz_kd < {KD}; fz_kd++)
-                for (int64_t fz_kh = 0; fz_kh < {KH}; fz_kh++) {{
-                    const float *fz_r = fz_pl + ((fz_c * {Dp} + fz_od * {SD} + fz_kd * {DD}) * {Hp} + fz_oh * {SH} + fz_kh * {DH}) * {Wr} + fz_ow0;
-                    for (int64_t fz_kw = 0; fz_kw < {KW}; fz_kw++, fz_t++) {{
-                        const float *fz_s = fz_r + {_ph("fz_kw * " + str(DW), SW, Wq)};
-                        float fz_wt = fz_w[fz_t];
-                        {" ".join(f"{a} += fz_wt * {load(j)};" for j, a in enumerate(accs))}
-                    }}
-                }}
-                {{ float *fz_d = {dst}; {" ".join(f"*({vt} *)(fz_d + {j * lanes}) = {a};" for j, a in enumerate(accs))} }}
-                {row_epi}
+            for (int64_t fz_od = 0; fz_od < {OD}; fz_od++) {{
+{indent(rows_loop, 12)}
             }}
             {plane_epi}
         }}

@@ -107,18 +107,25 @@ def gemm(name: str, *, batch: list[int], M: int, N: int, K: int, target,
          epilogue: Callable[[list[str], str, str, str], str],
          a_const: np.ndarray | None = None, a_group: Callable[[list[str]], str] | None = None,
          a_elem: Callable[[list[str], str, str], str] | None = None,
+         a_pack: Callable[[list[str], str, str, str], str] | None = None,
          b_const: np.ndarray | None = None, b_group: Callable[[list[str]], str] | None = None,
          b_elem: Callable[[list[str], str, str], str] | None = None,
          b_pack: Callable[[list[str], Panel, str, str], str] | None = None,
          epilogue_row: Callable[[list[str], str, str, str, str], str] | None = None,
+         epilogue_col: Callable[[list[str], str, str, str, str], str] | None = None,
          what: str = "gemm") -> KernelCode:
     """Generate the kernel. a_const/b_const are [G, M, K]/[G, K, N] with the group picked per batch
     index by a_group/b_group (C expr); otherwise a_elem(bvars, m, k) / b_elem(bvars, k, n) give the
     element, or b_pack(bvars, panel, n0, nlen) is C filling panel.row(k)[panel.col(j)] = B[k, n0 + j]
-    for k < K, j < nlen.
+    for k < K, j < nlen; a_pack(bvars, dst, m0, rows) is C filling one MR-row strip,
+    dst[k * MR + r] = A[m0 + r, k] for k < K, r < rows (<= MR), zeros for rows <= r < MR
+    (transposed convolutions use it to decode each position once per strip, not per element).
     epilogue(bvars, m, n, acc) is C consuming one finished element; epilogue_row(bvars, m, row, n0, nlen),
     when given, replaces the per-element loop over a finished row: C consuming row[j] = out[m, n0 + j]
-    for j < nlen (convolutions use it to walk output rows without dividing)."""
+    for j < nlen (convolutions use it to walk output rows without dividing); epilogue_col(bvars, n, col,
+    m0, mlen), when given instead, consumes a finished tile column, col[i] = out[m0 + i, n] for i < mlen
+    (transposed convolutions: the output positions are the GEMM's rows but contiguous in memory, so the
+    epilogue runs along them, vectorized, instead of storing with a stride of one plane per element)."""
     g = fit_columns(blocking(target, M, N, K), N, target)
     mr, nr, kc, mc, nc = g.mr, g.nr, g.kc, g.mc, g.nc
     nbatch = int(np.prod(batch)) if batch else 1
@@ -161,9 +168,16 @@ def gemm(name: str, *, batch: list[int], M: int, N: int, K: int, target,
         inner.append(mset)
     if a_const is None:
         # pack MR-row strips over all of K; rows past M are zeros
-        val = a_elem(bvars, "fz_m", "fz_k")
         # consecutive items of one call share their A rows (N groups vary fastest): pack them once
-        inner.append(f"""if (fz_r0 != fz_apk) for (int64_t fz_s = 0; fz_s < fz_ms; fz_s++) {{
+        if a_pack is not None:
+            strip = a_pack(bvars, "fz_dst", "fz_m0 + fz_s * %d" % mr, "fzk_min(%d, %d - fz_m0 - fz_s * %d)" % (mr, M, mr))
+            inner.append(f"""if (fz_r0 != fz_apk) for (int64_t fz_s = 0; fz_s < fz_ms; fz_s++) {{
+    float *fz_dst = fz_ap + fz_s * {K * mr};
+{indent(strip, 4)}
+}}""")
+        else:
+            val = a_elem(bvars, "fz_m", "fz_k")
+            inner.append(f"""if (fz_r0 != fz_apk) for (int64_t fz_s = 0; fz_s < fz_ms; fz_s++) {{
     float *fz_dst = fz_ap + fz_s * {K * mr};
     if (fz_m0 + fz_s * {mr} + {mr} <= {M}) {{
         for (int64_t fz_k = 0; fz_k < {K}; fz_k++)
@@ -178,9 +192,8 @@ def gemm(name: str, *, batch: list[int], M: int, N: int, K: int, target,
                 fz_dst[fz_k * {mr} + fz_r] = fz_m < {M} ? ({val}) : 0.0f;
             }}
     }}
-}}
-fz_apk = fz_r0;
-const float *fz_a = fz_ap;""")
+}}""")
+        inner.append("fz_apk = fz_r0;\nconst float *fz_a = fz_ap;")
     else:
         G = a_const.shape[0]
         weights[f"{name}_pa"] = pack_a_const(a_const.astype(np.float32), mr)
@@ -219,7 +232,9 @@ const float *fz_a = fz_ap;""")
         ch.append(f"const int64_t fz_bstrip = {K * nr}, fz_ldb = {nr};")
     ce = []
     ce.append(f"{tiles_name(g)}({K}, {kc}, fz_ms, fz_ns, fz_a, fz_b, fz_bstrip, fz_ldb, fz_ct, {ldc});")
-    if epilogue_row is not None:
+    if epilogue_col is not None:
+        erow = ""
+    elif epilogue_row is not None:
         erow = epilogue_row(bvars, "fz_m", "fz_crow", "fz_jc", "fz_nlen")
     else:
         erow = f"""for (int64_t fz_j = 0; fz_j < fz_nlen; fz_j++) {{
@@ -227,7 +242,16 @@ const float *fz_a = fz_ap;""")
     float fz_acc = fz_crow[fz_j];
 {indent(epilogue(bvars, "fz_m", "fz_n", "fz_acc"), 4)}
 }}"""
-    ce.append(f"""for (int64_t fz_i = 0; fz_i < fz_mlen; fz_i++) {{
+    if epilogue_col is not None:
+        ecol = epilogue_col(bvars, "fz_n", "fz_ccol", "fz_m0", "fz_mlen")
+        ce.append(f"""for (int64_t fz_j = 0; fz_j < fz_nlen; fz_j++) {{
+    int64_t fz_n = fz_jc + fz_j;
+    float fz_ccol[{rup(mc, mr)}];
+    for (int64_t fz_i = 0; fz_i < fz_mlen; fz_i++) fz_ccol[fz_i] = fz_ct[fz_i * {ldc} + fz_j];
+{indent(ecol, 4)}
+}}""")
+    else:
+        ce.append(f"""for (int64_t fz_i = 0; fz_i < fz_mlen; fz_i++) {{
     int64_t fz_m = fz_m0 + fz_i;
     const float *fz_crow = fz_ct + fz_i * {ldc};
 {indent(erow, 4)}
