@@ -182,3 +182,16 @@ def test_loop_scan_outputs_one_row_per_iteration():
               [f32("zero", 0.0), i64("one", 1), i64("M", 3), onnx.numpy_helper.from_array(np.array(True), "t"),
                f32("acc0", np.zeros(12))])
     check(m, _feeds())
+
+
+def test_growing_loop_with_a_huge_trip_count_is_refused():
+    # torch exports `while` loops as Loop(M = INT64_MAX, cond): appending rows then has no usable bound
+    b = body([h.make_node("Concat", ["acc", "one_row"], ["acc2"], axis=0),
+              h.make_node("Identity", ["cond"], ["cond2"])],
+             [("acc", F, [0, 2])], [("cond2", B), ("acc2", F)], [f32("one_row", [[1.0, 2.0]])])
+    m = model([h.make_node("Loop", ["M", "c", "acc0"], ["rows"], body=b)],
+              [("c", B, [])], [("rows", F)],
+              [i64("M", 2 ** 63 - 1), onnx.numpy_helper.from_array(np.zeros((0, 2), np.float32), "acc0")])
+    with pytest.raises(UnsupportedOpError) as e:
+        fusion.compile(fusion.load(m), threads=1, profile_db=False)
+    assert "at most" in str(e.value) and "\n" not in str(e.value)

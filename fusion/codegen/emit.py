@@ -612,6 +612,8 @@ class ModelEmitter:
             fns.extend(body)
         return fns
 
+    LOOP_TRIPS_MAX = 1 << 20   # iterations a growing Loop is allocated for at most
+
     def loop_block(self, b: Block, outs: list[Value]) -> list[Function]:
         """Loop: the body is planned and lowered like a model of its own and its
         kernels run inside a C loop in model_run. Loop-carried values live in the
@@ -638,6 +640,7 @@ class ModelEmitter:
             c = self.constval(M)
             trips = int(np.asarray(c).reshape(-1)[0]) if c is not None else self._value_range(M, 0)[1]
         # capacities of the carried values' dims
+        growing = n_s > 0
         for k in range(n_c):
             v0, vin, vout = node.inputs[2 + k], body.inputs[2 + k], body.outputs[1 + k]
             if vin.shape is None or vout.shape is None:
@@ -654,10 +657,9 @@ class ModelEmitter:
                         raise UnsupportedOpError(f"{node.label()}: loop-carried '{vin.name}' grows by {growth} per "
                                                  f"iteration on axis {d}, and the trip count has no bound")
                     cap = c0 + int(growth) * (trips or 0)
-                elif xs not in y.free_symbols:
-                    self.define_dim(xs, c0)
+                    growing = growing or int(growth) > 0
+                elif xs not in y.free_symbols:   # set anew each iteration: the larger capacity
                     cap = max(c0, self.dim_bound(y))
-                    self.dyn.pop(str(xs))
                 else:
                     raise UnsupportedOpError(f"{node.label()}: loop-carried '{vin.name}' changes size on axis {d} "
                                              f"as {y} (from {xs}); the C backend needs a constant growth")
@@ -669,6 +671,10 @@ class ModelEmitter:
         if n_s and trips is None:
             raise UnsupportedOpError(f"{node.label()}: Loop with scan outputs and no bound on its trip count; "
                                      f"the C backend allocates them at a bound")
+        if growing and trips > self.LOOP_TRIPS_MAX:
+            raise UnsupportedOpError(f"{node.label()}: its trip count may reach {trips}, and its loop-carried or scan "
+                                     f"outputs grow every iteration; the C backend allocates them for at most "
+                                     f"{self.LOOP_TRIPS_MAX} iterations")
         for v in node.outputs[n_c:]:
             if v.shape and isinstance(sympy.sympify(v.shape[0]), sympy.Symbol) and str(v.shape[0]) not in self.dyn:
                 self.define_dim(v.shape[0], trips)
@@ -682,9 +688,7 @@ class ModelEmitter:
         lines = [f"if (!{cv}) break;"]
         if M is not None:
             lines.append(f"if ({it} >= {self._scalar_read(M)}) break;")
-        grows = n_s > 0 or any(isinstance(sympy.sympify(x), sympy.Symbol) and str(x).startswith(f"{node.name}_carried")
-                               for k in range(n_c) for x in body.inputs[2 + k].shape)
-        if grows:
+        if growing:
             lines.append(f"if ({it} >= {trips}) {{ fz_set_error(\"{_c_str(node.label())}: more than {trips} "
                          f"iterations, the bound its loop-carried values were allocated for\"); return -1; }}")
         outs_head = []
