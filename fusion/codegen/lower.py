@@ -605,6 +605,9 @@ def lower_block(name: str, nodes: list[Node], outputs: list[Value], *, cname, li
             roots.append((v, comp.value(v, full if s == space else E.delinearize(flat, s))))
         vars_ = vars_ + [fvar]
         merged = [int(d) for d in space[:-m]] + [P]
+    # Reduction loops named by their place in this block, not by how many the
+    # process made before: the same model gives the same C in any process.
+    roots = list(zip([v for v, _ in roots], E.number_reduce_vars([e for _, e in roots])))
     sch.count_uses([e for _, e in roots])
     # Loop order: dims the reductions depend on outside, the others inside, so a
     # reduction runs once per point of its own dims (Softmax over a middle axis,

@@ -658,6 +658,47 @@ def map_loads(e: Expr, fn: Callable[[Load, tuple[Expr, ...]], Expr]) -> Expr:
     return go(e)
 
 
+def number_reduce_vars(roots: Sequence[Expr]) -> list[Expr]:
+    """roots with every reduction variable renamed by its place in them (pre-order,
+    outer reductions first): <prefix>1, <prefix>2, ...
+
+    fresh_vars numbers variables with a process-wide counter, so the names of a
+    block's loops would otherwise depend on what the process built before (a
+    second compile of the same model would give other C, and another cache key)."""
+    names: dict[Var, Var] = {}
+    memo: dict[int, Expr] = {}
+    taken = {v.name for e in roots for v in free_vars(e)}   # the loop variables keep theirs
+    n = [0]
+
+    def fresh(v: Var) -> Var:
+        prefix = v.name.rstrip("0123456789") or "r"
+        while True:
+            n[0] += 1
+            if f"{prefix}{n[0]}" not in taken:
+                return Var(f"{prefix}{n[0]}", v.extent)
+
+    def go(x: Expr) -> Expr:
+        k = id(x)
+        r = memo.get(k)
+        if r is not None:
+            return r
+        if isinstance(x, Var):
+            r = names.get(x, x)
+        elif isinstance(x, Reduce):
+            for v in x.vars:
+                if v not in names:
+                    names[v] = fresh(v)
+            body = go(x.body)
+            new_vars = tuple(names[v] for v in x.vars)
+            r = x if body is x.body and all(a is b for a, b in zip(new_vars, x.vars)) else Reduce(x.op, new_vars, body)
+        else:
+            r = rebuild(x, [go(c) for c in x.children()])
+        memo[k] = r   # ids stay valid: the caller's roots keep every x alive
+        return r
+
+    return [go(e) for e in roots]
+
+
 def free_vars(e: Expr) -> set[Var]:
     bound: set[Var] = set()
     out: set[Var] = set()
