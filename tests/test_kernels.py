@@ -116,6 +116,8 @@ CONVS = [
     (1, 40, (5, 5), 96, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),         # few positions: transposed GEMM
     (1, 16, (7, 6), 50, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1),          # transposed, padded strided 3x3
     (2, 8, (5, 5), 192, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 2),          # transposed, 2 groups, batch 2
+    (1, 10, (5, 5), 64, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1),          # transposed, dilated: strip packer
+    (1, 12, (20,), 64, (3,), (1,), (1, 1), (1,), 1),                        # transposed 1-D
     (1, 3, (17,), 5, (4,), (2,), (1, 2), (1,), 1),                          # 1-D
     (1, 3, (5, 6, 7), 4, (3, 3, 3), (1, 1, 1), (1, 1, 1, 1, 1, 1), (1, 1, 1), 1),  # 3-D 3x3x3
     (1, 4, (4, 5, 6), 5, (1, 1, 1), (1, 1, 1), (0, 0, 0, 0, 0, 0), (1, 1, 1), 1),  # 3-D 1x1x1
@@ -361,6 +363,8 @@ def test_matmul_constant_a_runtime_b_reuses_b_panels():
     (256, 28, 256, 3, False),    # 128-column items: the normal schedule reuses its A blocks
     (64, 56, 256, 1, False),
     (64, 14, 16, 1, False),      # 16 channels pad to a 32-wide strip: twice the work transposed
+    (512, 19, 126, 3, False),    # SSD's head: a 6.6 MB im2col (over L2) and fewer channels than positions
+    (1024, 10, 126, 3, True),    # 126 channels >= 100 positions: the weights are the larger operand
 ])
 def test_transposed_schedule_choice(c, hw, m, k, want):
     """The transposed GEMM is also chosen when the normal schedule's work items would be a single
@@ -393,3 +397,21 @@ def test_conv_transposed_by_strip_rule_against_onnxruntime():
         h.set_threads(2)
         h.run(dict(x=x, y=out))
         _check(out, want)
+
+
+def test_gemm_groups_even_out_two_threads():
+    """N = 10 strips of 32 on a 2-core target: groups of one strip (10 items, 5 + 5) rather than
+    of two (5 items, 3 + 2 on two threads); the result is unchanged."""
+    t = get_target("host", vector_bits=512, vector_registers=32, cores=2, l1_bytes=32 * 1024, l2_bytes=1 << 20)
+    M, N, K = 49, 320, 64
+    rng = np.random.default_rng(13)
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    b = rng.standard_normal((K, N)).astype(np.float32)
+    kc = matmul("ge", batch=(), M=M, N=N, K=K, A=Operand((M, K), flat("a", (M, K))),
+                B=Operand((K, N), flat("b", (K, N)), const=b), epilogue=plain_store("y", (M, N)), target=t)
+    assert "10 work items" in kc.schedule, kc.schedule
+    out = np.full((M, N), np.nan, np.float32)
+    h = Harness("ge", kc, ["a", "y"])
+    h.set_threads(2)
+    h.run(dict(a=a, y=out))
+    _check(out, a @ b)

@@ -27,6 +27,11 @@ class _Net:
         self.nodes.append(helper.make_node(op, ins, [out], **attrs))
         return out
 
+    def const_i64(self, vals):
+        t = numpy_helper.from_array(np.array(vals, np.int64), f"c{len(self.inits)}")
+        self.inits.append(t)
+        return t.name
+
     def model(self, inputs, out):
         g = helper.make_graph(self.nodes, "k", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
                                                 for n, s in inputs],
@@ -175,8 +180,9 @@ def test_flat_epilogue_with_an_innermost_dim_of_one(case):
 @pytest.mark.parametrize("op", ["Pow", "Mul"])
 def test_concat_of_the_anchor_with_a_function_of_it(op):
     """Concat(f(pool), pool): the other input's part reads the anchor, which exists only inside the
-    kernel, so no loop nest after the kernel can compute it (fuzz_600838 wrote pow(0, 0) = 1 there).
-    The block keeps the plain loop nest; the values must match onnxruntime."""
+    kernel's epilogue, so no loop nest after the kernel can compute it from there (fuzz_600838
+    wrote pow(0, 0) = 1 there): the pooling goes to a scratch buffer and the whole output is
+    computed from it. The values must match onnxruntime."""
     fusion = pytest.importorskip("fusion")
     n = _Net(6)
     p = n.add("MaxPool", ["x"], kernel_shape=[1, 3], strides=[2, 2])
@@ -186,6 +192,8 @@ def test_concat_of_the_anchor_with_a_function_of_it(op):
     x = np.random.default_rng(3).uniform(0.5, 2.0, (1, 3, 1, 6)).astype(np.float32)
     rep = compare(mod.run({"x": x}), run_onnxruntime(model, {"x": x}))
     assert rep.ok, str(rep)
+    kinds = [b["schedule"] for b in mod.report["block_schedules"]]
+    assert len(kinds) == 1 and "scratch buffer" in kinds[0], kinds
 
 
 def test_conv_transpose_kernel_equals_stride_with_output_padding():
@@ -203,3 +211,82 @@ def test_conv_transpose_kernel_equals_stride_with_output_padding():
     assert rep.ok, str(rep)
     kinds = [b["schedule"] for b in mod.report["block_schedules"] if b.get("anchor") == "ConvTranspose"]
     assert len(kinds) == 1 and "gather form" in kinds[0], kinds
+
+
+def _box_decode():
+    """SSD's box head: a conv whose output is read at other elements than its own (each box's
+    centre needs its size, four channels apart), reshaped and concatenated with a second head."""
+    n = _Net(8)
+    a = n.add("Conv", ["x", n.w(8, 6, 3, 3), n.w(8)], pads=[1, 1, 1, 1])
+    a = n.add("Reshape", [n.add("Transpose", [a], perm=[0, 2, 3, 1]), n.const_i64([1, -1, 4])])
+    b = n.add("Conv", ["y", n.w(4, 6, 1, 1), n.w(4)])
+    b = n.add("Reshape", [n.add("Transpose", [b], perm=[0, 2, 3, 1]), n.const_i64([1, -1, 4])])
+    h = n.add("Concat", [a, b], axis=1)
+    xy = n.add("Slice", [h, n.const_i64([0]), n.const_i64([2]), n.const_i64([2])])
+    wh = n.add("Slice", [h, n.const_i64([2]), n.const_i64([4]), n.const_i64([2])])
+    h = n.add("Concat", [n.add("Add", [xy, n.add("Mul", [wh, xy])]), n.add("Exp", [wh])], axis=2)
+    return n.model([("x", [1, 6, 5, 5]), ("y", [1, 6, 3, 3])], h)
+
+
+def test_anchor_read_at_other_elements_goes_through_a_scratch_buffer():
+    """An output that reads the conv at other elements than its own (box decode) used to cost the
+    block its kernel (the conv recomputed per read in a loop nest): now the kernel stores the conv
+    in a scratch buffer and loop nests compute the outputs from it. Against onnxruntime, 2 threads."""
+    fusion = pytest.importorskip("fusion")
+    model = _box_decode()
+    mod = fusion.compile(model, threads=2)
+    rng = np.random.default_rng(4)
+    feeds = {"x": rng.standard_normal((1, 6, 5, 5)).astype(np.float32),
+             "y": rng.standard_normal((1, 6, 3, 3)).astype(np.float32)}
+    rep = compare(mod.run(feeds), run_onnxruntime(model, feeds))
+    assert rep.ok, str(rep)
+    kinds = [b["schedule"] for b in mod.report["block_schedules"] if b.get("anchor") == "Conv"]
+    assert kinds and all("gemm" in k or "direct conv" in k for k in kinds), kinds
+    assert any("scratch buffer" in k for k in kinds), kinds
+
+
+@pytest.mark.parametrize("shape, k, stride, grp", [
+    ([1, 20, 7, 7], 5, 1, 20),      # 8 + 8 + 4 planes per batch of copies, one vector per row
+    ([1, 12, 7, 7], 3, 1, 12),
+    ([2, 6, 9, 70], 3, 2, 3),        # two channels per group, rows of two blocks (the last partial)
+    ([1, 4, 6, 70], 3, 1, 4),        # a 64-lane block then a partial one: spills onto the next row
+])
+def test_depthwise_batched_planes_with_silu(shape, k, stride, grp):
+    """Small planes are copied, convolved and finished (SiLU, one loop per plane) several groups
+    at a time; against onnxruntime with 2 threads (work items split inside a batch)."""
+    fusion = pytest.importorskip("fusion")
+    n = _Net(9)
+    c = shape[1]
+    h = n.add("Conv", ["x", n.w(c, c // grp, k, k), n.w(c)], pads=[k // 2] * 4, group=grp, strides=[stride] * 2)
+    h = n.add("Mul", [h, n.add("Sigmoid", [h])])
+    model = n.model([("x", shape)], h)
+    mod = fusion.compile(model, threads=2)
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    rep = compare(mod.run({"x": x}), run_onnxruntime(model, {"x": x}))
+    assert rep.ok, str(rep)
+    kinds = [b["schedule"] for b in mod.report["block_schedules"] if b.get("anchor") == "Conv"]
+    assert len(kinds) == 1 and "direct conv" in kinds[0], kinds
+
+
+@pytest.mark.parametrize("op", ["MatMul", "Gemm"])
+def test_gemm_anchor_read_at_other_elements(op):
+    """out = y[..., :4] op f(y[..., 4:]) of a batched MatMul / a Gemm with bias: the scratch buffer
+    holds y at the GEMM kernels' [*batch, m, n] index (Gemm's C added before the store)."""
+    fusion = pytest.importorskip("fusion")
+    n = _Net(11)
+    if op == "MatMul":
+        shape, axis = [2, 5, 16], 2
+        y = n.add("MatMul", ["x", n.w(2, 16, 8)])
+    else:
+        shape, axis = [5, 16], 1
+        y = n.add("Gemm", ["x", n.w(16, 8), n.w(8)])
+    a = n.add("Slice", [y, n.const_i64([0]), n.const_i64([4]), n.const_i64([axis])])
+    b = n.add("Slice", [y, n.const_i64([4]), n.const_i64([8]), n.const_i64([axis])])
+    h = n.add("Mul", [a, n.add("Exp", [b])])
+    model = n.model([("x", shape)], h)
+    mod = fusion.compile(model, threads=2)
+    x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    rep = compare(mod.run({"x": x}), run_onnxruntime(model, {"x": x}))
+    assert rep.ok, str(rep)
+    kinds = [b["schedule"] for b in mod.report["block_schedules"]]
+    assert len(kinds) == 1 and "gemm" in kinds[0] and "scratch buffer" in kinds[0], kinds

@@ -46,16 +46,23 @@ class AnchorContext:
         # outputs the anchor fills only part of (a Concat of the anchor with other values): the
         # kernel's epilogue writes the anchor's box, a loop nest after it the rest
         self.rest: list[tuple] = []
+        # scratch: when an output reads the anchor at other elements than its own (SSD's box decode
+        # reads a box's four values), the kernel stores the anchor in this buffer (C name) and loop
+        # nests compute every output from it; otherwise the block lost the kernel and recomputed
+        # the convolution per read in its loop nest (half of MobileNetV1-SSD's time)
+        self.scratch: str | None = None
 
     def _printer(self, names: dict[str, str], temps: dict[str, str] | None = None) -> ExprPrinter:
         shapes = self.shapes
+        local = {self.em.cname(self.anchor.outputs[0]): self.scratch} if self.scratch else {}
 
         class P(ExprPrinter):
             def p(self, e):
                 if temps and isinstance(e, Temp) and e.name in temps:
                     return temps[e.name]
                 return super().p(e)
-        return P(shapes, load=lambda n, i: f"A->{n}[{i}]", var=lambda n: names.get(n, n))
+        return P(shapes, load=lambda n, i: f"{local[n]}[{i}]" if n in local else f"A->{n}[{i}]",
+                 var=lambda n: names.get(n, n))
 
     def operand(self, v, shape, index_of=None):
         """Operand for anchor input `v`, indexed by the kernel with `shape`
@@ -91,6 +98,8 @@ class AnchorContext:
 
         def norm(ix):   # a dim of extent 1 is index 0, however it is spelled
             return [E.Const(0) if isinstance(x, E.Var) and x.extent == 1 else x for x in ix]
+        if self.scratch:
+            return self._scratch_epilogue(avars, s_a, aname)
         want = norm(avars)
         roots = []
         plain: list[bool] = []      # stored at the anchor's own element
@@ -160,6 +169,27 @@ class AnchorContext:
                                  and self._spatially_flat([e for _, e in roots], avars, want, s_a))
         return epilogue
 
+    def _scratch_epilogue(self, avars, s_a, aname):
+        """The kernel stores the anchor into the scratch buffer; a loop nest per output (self.rest)
+        computes it from there afterwards, threaded over its leading dims."""
+        self.rest = []
+        self.shapes[aname] = s_a
+        for k, v in enumerate(self.outs):
+            s = tuple(int(x) for x in v.shape)
+            d = 0
+            while d < len(s) - 1 and int(np.prod(s[:d + 1])) < 64:
+                d += 1
+            self.rest.append(self._rest(v, d, 0, 0, aname, k))
+        strides = [int(np.prod(s_a[d + 1:])) for d in range(len(s_a))]
+        scratch = self.scratch
+
+        def epilogue(index: list[str], acc_c: str) -> str:
+            at = " + ".join(f"({i}) * {st}" for i, st in zip(index, strides))
+            return f"{{ {scratch}[{at}] = ({acc_c}); }}"
+        # the spatial index (0, ..., 0, j) lands at the same offset as the position's own index
+        epilogue.flat_spatial = len(s_a) >= 4 and s_a[-1] > 1
+        return epilogue
+
     def _spatially_flat(self, exprs, avars, want, s_a) -> bool:
         """May a kernel call the epilogue with the spatial index (0, ..., 0, j), j the position's
         row-major offset in the spatial dims? True when the spatial variables reach the epilogue
@@ -194,15 +224,17 @@ class AnchorContext:
         rv = [E.Var(f"fz_r{q}", n) for q, n in enumerate(s)]
         e = self.comp.value(v, rv)
         # The anchor exists only inside the kernel (its epilogue): the rest may not read it. A Concat
-        # of the anchor with a function of the anchor (MaxPool -> Pow(v, v) -> Concat(pow, v)) does,
-        # and then keeps the plain loop nest (the rest task once wrote pow(0, 0) there).
-        outside = np.array([q for q in range(s[d]) if not lo <= q < hi], np.int64)
-        if _reads_slot(e, aname, rv[d], outside):
-            raise _Refuse()
+        # of the anchor with a function of the anchor (MaxPool -> Pow(v, v) -> Concat(pow, v)) does
+        # (the rest task once wrote pow(0, 0) there), and then the block takes the scratch form
+        # (fast_block), where the rest reads the anchor from the scratch buffer.
+        if not self.scratch:
+            outside = np.array([q for q in range(s[d]) if not lo <= q < hi], np.int64)
+            if _reads_slot(e, aname, rv[d], outside):
+                raise _Refuse()
 
-        def swap(ld, index):
-            return E.const(0.0, ld.dtype) if ld.slot == aname else E.Load(ld.slot, index, ld.dtype)
-        e = E.map_loads(e, swap)
+            def swap(ld, index):
+                return E.const(0.0, ld.dtype) if ld.slot == aname else E.Load(ld.slot, index, ld.dtype)
+            e = E.map_loads(e, swap)
         if any(isinstance(x, E.Reduce) for x in E.walk(e)):
             raise _Refuse()
         self.comp.loads.pop(aname, None)
@@ -279,7 +311,16 @@ static void {name}_rest{k}(void *fz_arg, int64_t fz_it0, int64_t fz_it1) {{
         return pos
 
     def function(self, kc) -> Function:
-        if self.rest:
+        if self.scratch:
+            # a file-scope pointer: the kernel's epilogue runs in its worker functions, which see
+            # only their task; set before fz_parallel_for hands the work out
+            numel = int(np.prod(self.anchor.outputs[0].shape))
+            kc = type(kc)(f"static float *{self.scratch};\n" + kc.functions + "".join(r[0] for r in self.rest),
+                          f"{self.scratch} = fzk_alloc({numel});\n" + kc.body + "".join(r[1] for r in self.rest)
+                          + f"free({self.scratch}); {self.scratch} = 0;\n",
+                          kc.weights, kc.schedule + "; the anchor kept in a scratch buffer, every output computed "
+                          "from it by a loop nest (an output reads it at other elements)")
+        elif self.rest:
             n = sum(r[2] for r in self.rest)
             kc = type(kc)(kc.functions + "".join(r[0] for r in self.rest), kc.body + "".join(r[1] for r in self.rest),
                           kc.weights, kc.schedule + f"; the other {n} output elements (Concat inputs) by a loop nest")
@@ -488,6 +529,15 @@ def fast_block(em, block, outs):
     ctx = AnchorContext(em, block, outs, partial_ok=True)
     try:
         ctx.epilogue()   # refuses early when an output reads the anchor elsewhere
+    except _Refuse:
+        # the anchor materialized in a scratch buffer, the outputs computed from it
+        ctx = AnchorContext(em, block, outs, partial_ok=True)
+        ctx.scratch = f"{block.name}_anc"
+        try:
+            ctx.epilogue()
+        except _Refuse:
+            return None
+    try:
         kc = _ask(kmod, ctx, em.target)
     except _Refuse:
         return None

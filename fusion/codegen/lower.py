@@ -591,7 +591,9 @@ def lower_block(name: str, nodes: list[Node], outputs: list[Value], *, cname, li
         # Short innermost dims (7x7 maps, [n, 4] boxes): one flat inner loop over
         # the trailing dims, long enough to vectorize.
         m = 2
-        while m < len(space) - 1 and int(np.prod(space[-m:])) < 64:
+        # ... but keep at least 64 outer points to thread over: a squeeze-excite scale
+        # [1, 1152, 7, 7] merged into one 56448-long inner loop ran on one thread
+        while m < len(space) - 1 and int(np.prod(space[-m:])) < 64 and int(np.prod(space[:-(m + 1)])) >= 64:
             m += 1
         P = int(np.prod(space[-m:]))
         fvar = E.Var("f", P)

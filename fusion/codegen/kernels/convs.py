@@ -228,6 +228,12 @@ def _positions_as_rows(g: Geo, target) -> bool:
     ngs = rup(cdiv(P, ng), gn.nr)
     gt = fit_columns(bt, g.Mg, target)
     # padded work as the GEMM will tile it (672->112 @14x14: 200x128 vs 112x224)
+    # ... unless the transposed form's run-time A, the im2col matrix (P x Kdim, KH*KW times the
+    # input), outgrows L2 while the weights are the smaller operand: every thread then packs all of
+    # it and every item streams it from memory (SSD's 3x3 512->126 @19x19 head, a 6.6 MB im2col).
+    kdim = g.Cg * g.k[0] * g.k[1] * g.k[2]
+    if P * kdim * 4 > target.l2_bytes and g.Mg < P:
+        return False
     return ngs <= gn.nr and rup(P, gt.mr) * rup(g.Mg, gt.nr) <= 1.05 * rup(g.Mg, gn.mr) * rup(P, gn.nr)
 
 
@@ -321,6 +327,13 @@ def _direct(name, g: Geo, X: Operand, wc, bias_at, epilogue, target) -> KernelCo
     slack = T + Wr                                   # the last block's reach past the last plane row
     weights = {f"{name}_w": np.ascontiguousarray(wc.reshape(g.M, taps))}
     x = X.c_expr(["fz_n", "fz_g * %d + fz_c" % g.Cg] + g.sp_index("fz_id", "fz_ih", "fz_iw"))
+    load = lambda j: f"*(const {vt} *)(fz_s + {j * lanes})"  # noqa: E731
+    accs = [f"fz_a{j}" for j in range(nv)]
+    kw_taps = f"""for (int64_t fz_kw = 0; fz_kw < {KW}; fz_kw++, fz_t++) {{
+    const float *fz_s = fz_r + {_ph("fz_kw * " + str(DW), SW, Wq)};
+    float fz_wt = fz_w[fz_t];
+    {" ".join(f"{a} += fz_wt * {load(j)};" for j, a in enumerate(accs))}
+}}"""
     P = OD * OH * OW
     # An epilogue that depends on the position only through its flat offset (an elementwise chain,
     # see api._scoped) runs once per output plane, one long loop the compiler vectorizes, instead
@@ -328,12 +341,12 @@ def _direct(name, g: Geo, X: Operand, wc, bias_at, epilogue, target) -> KernelCo
     flat = bool(getattr(epilogue, "flat_spatial", False)) and g.spatial >= 2 and P <= 1 << 20
     if flat:
         epi = epilogue(["fz_n", "fz_oc"] + g.sp_index("0", "0", "fz_j"), "fz_v")
-        dst = f"fz_op + (fz_od * {OH} + fz_oh) * {OW} + fz_ow0"
+        dst = f"fz_opb + (fz_od * {OH} + fz_oh) * {OW} + fz_ow0"
         row_epi = ""
         plane_epi = f"""for (int64_t fz_j = 0; fz_j < {P}; fz_j++) {{
-                float fz_v = fz_op[fz_j] + fz_bias;
-{indent(epi, 16)}
-            }}"""
+    float fz_v = fz_opb[fz_j] + fz_bias;
+{indent(epi, 4)}
+}}"""
     else:
         epi = epilogue(["fz_n", "fz_oc"] + g.sp_index("fz_od", "fz_oh", "fz_ow"), "fz_v")
         dst = "fz_row"
@@ -343,65 +356,66 @@ def _direct(name, g: Geo, X: Operand, wc, bias_at, epilogue, target) -> KernelCo
 {indent(epi, 20)}
                 }}"""
         plane_epi = ""
-    # Rows per register block: a 7- or 14-wide row is one vector, and one vector's chain of
-    # KH*KW dependent FMAs ran at the FMA latency (a 5x5 depthwise conv at 7x7 took 2.8x
-    # onnxruntime's time); R rows side by side keep R*nv independent accumulators in flight.
-    acc_budget = 8 if target.vector_registers <= 16 else 12
-    R = max(1, min(OH, acc_budget // nv))
-
-    def row_block(rows: int, oh0: str) -> str:
-        acc = [[f"fz_a{r}_{j}" for j in range(nv)] for r in range(rows)]
-        taps_c = []
-        for r in range(rows):
-            taps_c.append(f"const float *fz_r{r} = fz_pl + ((fz_c * {Dp} + fz_od * {SD} + fz_kd * {DD}) * {Hp} + "
-                          f"({oh0} + {r}) * {SH} + fz_kh * {DH}) * {Wr} + fz_ow0;")
-        fmas = " ".join(f"{acc[r][j]} += fz_wt * *(const {vt} *)(fz_r{r} + fz_o + {j * lanes});"
-                        for r in range(rows) for j in range(nv))
-        stores = []
-        for r in range(rows):   # in row order: a row's extra lanes are rewritten by the next row
-            st = " ".join(f"*({vt} *)(fz_d + {j * lanes}) = {acc[r][j]};" for j in range(nv))
-            stores.append(f"{{ const int64_t fz_oh = {oh0} + {r}; (void)fz_oh; float *fz_d = {dst}; {st}\n"
-                          f"{indent(row_epi, 4)} }}")
-        # blocks right to left: a row's last block spills past the row end onto the next row's
-        # first columns, which that row's first block (stored later) rewrites
-        return f"""for (int64_t fz_ow0 = {(OW - 1) // T * T}; fz_ow0 >= 0; fz_ow0 -= {T}) {{
-    {vt} {", ".join(a + " = {0}" for row in acc for a in row)};
+    # Small planes are handled CB groups at a time: first every group's padded copy, then the
+    # convolutions, then (flat) the epilogues. A vector load of a plane right after its scalar
+    # copy (or of an output plane right after its vector row stores at other offsets) cannot be
+    # forwarded from the store buffer and waits for the stores to drain; with several planes in
+    # between the stores are done (a 7x7 plane has 49 outputs: the wait was most of its time).
+    CB = max(1, min(8, 4096 // (g.Cg * plane)))
+    span = P + T
+    conv_loops = f"""for (int64_t fz_od = 0; fz_od < {OD}; fz_od++)
+for (int64_t fz_oh = 0; fz_oh < {OH}; fz_oh++)
+for (int64_t fz_ow0 = 0; fz_ow0 < {OW}; fz_ow0 += {T}) {{
+    {vt} {", ".join(a + " = {0}" for a in accs)};
     int64_t fz_t = 0;
     for (int64_t fz_c = 0; fz_c < {g.Cg}; fz_c++)
     for (int64_t fz_kd = 0; fz_kd < {KD}; fz_kd++)
     for (int64_t fz_kh = 0; fz_kh < {KH}; fz_kh++) {{
-        {" ".join(taps_c)}
-        for (int64_t fz_kw = 0; fz_kw < {KW}; fz_kw++, fz_t++) {{
-            const int64_t fz_o = {_ph("fz_kw * " + str(DW), SW, Wq)};
-            const float fz_wt = fz_w[fz_t];
-            {fmas}
-        }}
+        const float *fz_r = fz_plb + ((fz_c * {Dp} + fz_od * {SD} + fz_kd * {DD}) * {Hp} + fz_oh * {SH} + fz_kh * {DH}) * {Wr} + fz_ow0;
+{indent(kw_taps, 8)}
     }}
-{indent(chr(10).join(stores), 4)}
+    {{ float *fz_d = {dst}; {" ".join(f"*({vt} *)(fz_d + {j * lanes}) = {a};" for j, a in enumerate(accs))} }}
+    {row_epi}
 }}"""
-
-    full = OH // R * R
-    rows_loop = f"for (int64_t fz_oh0 = 0; fz_oh0 < {full}; fz_oh0 += {R}) {{\n{indent(row_block(R, 'fz_oh0'), 4)}\n}}"
-    if full < OH:
-        rows_loop += "\n" + f"for (int64_t fz_oh0 = {full}; fz_oh0 < {OH}; fz_oh0++) {{\n{indent(row_block(1, 'fz_oh0'), 4)}\n}}"
+    # the flat form computes each output plane in its own function: inlined into the loop with
+    # the epilogue, GCC kept every tap's broadcast weight in a spilled vector (two loads per FMA)
+    plane_fn = "" if not flat else f"""static __attribute__((noinline)) void {name}_plane(const float *restrict fz_plb,
+        const float *restrict fz_w, float *restrict fz_opb) {{
+{indent(conv_loops, 4)}
+}}
+"""
+    plane_call = f"{name}_plane(fz_plb, fz_w, fz_op + (fz_b * {g.Mg} + fz_mm) * {span});"
+    plane_loop = "" if not flat else f"""for (int64_t fz_b = 0; fz_b < fz_nb; fz_b++) {{
+            int64_t fz_it = fz_ib + fz_b, fz_g = fz_it % {g.G}, fz_n = fz_it / {g.G};
+            for (int64_t fz_mm = 0; fz_mm < {g.Mg}; fz_mm++) {{
+                int64_t fz_oc = fz_g * {g.Mg} + fz_mm;
+                float fz_bias = {bias_at("fz_oc")};
+                const float *fz_opb = fz_op + (fz_b * {g.Mg} + fz_mm) * {span};
+{indent(plane_epi, 16)}
+            }}
+        }}"""
     f = f"""{HEADERS}{vdef}
-struct {name}_task {{ const struct {name}_args *A; }};
+{plane_fn}struct {name}_task {{ const struct {name}_args *A; }};
 static void {name}_work(void *fz_arg, int64_t fz_it0, int64_t fz_it1) {{
     const struct {name}_args *A = ((const struct {name}_task *)fz_arg)->A;
-    float *fz_pl = fzk_alloc({g.Cg * plane + slack});
+    /* zeroed once: the last block of a plane reads past it into the next plane or the slack */
+    float *fz_pl = fzk_alloc({CB * g.Cg * plane + slack});
+    memset(fz_pl, 0, sizeof(float) * {CB * g.Cg * plane + slack});
     float fz_row[{T}];
-    /* one output plane, row blocks stored whole: a block's lanes past the row end land on the
+    /* output planes, row blocks stored whole: a block's lanes past the row end land on the
        next row's start (rewritten by that row's blocks later) or in the slack */
-    float *fz_op = {"fzk_alloc(" + str(P + T) + ")" if flat else "fz_row"};
+    float *fz_op = {"fzk_alloc(" + str(CB * g.Mg * span) + ")" if flat else "fz_row"};
     (void)fz_row; (void)fz_op;
-    for (int64_t fz_z = {g.Cg * plane}; fz_z < {g.Cg * plane + slack}; fz_z++) fz_pl[fz_z] = 0.0f;
-    for (int64_t fz_it = fz_it0; fz_it < fz_it1; fz_it++) {{
-        int64_t fz_g = fz_it % {g.G}, fz_n = fz_it / {g.G};
-        /* the group's input planes, zero padded: X is read once per element */
+    for (int64_t fz_ib = fz_it0; fz_ib < fz_it1; fz_ib += {CB}) {{
+        const int64_t fz_nb = fzk_min({CB}, fz_it1 - fz_ib);
+        /* the groups' input planes, zero padded: X is read once per element */
+        for (int64_t fz_b = 0; fz_b < fz_nb; fz_b++) {{
+        int64_t fz_it = fz_ib + fz_b, fz_g = fz_it % {g.G}, fz_n = fz_it / {g.G};
+        float *fz_plb = fz_pl + fz_b * {g.Cg * plane};
         for (int64_t fz_c = 0; fz_c < {g.Cg}; fz_c++)
         for (int64_t fz_pd = 0; fz_pd < {Dp}; fz_pd++)
         for (int64_t fz_ph = 0; fz_ph < {Hp}; fz_ph++) {{
-            float *fz_o = fz_pl + ((fz_c * {Dp} + fz_pd) * {Hp} + fz_ph) * {Wr};
+            float *fz_o = fz_plb + ((fz_c * {Dp} + fz_pd) * {Hp} + fz_ph) * {Wr};
             int64_t fz_id = fz_pd - {PD}, fz_ih = fz_ph - {PH};
             (void)fz_id; (void)fz_ih;
             if (fz_id < 0 || fz_id >= {ID} || fz_ih < 0 || fz_ih >= {IH}) {{
@@ -410,15 +424,20 @@ static void {name}_work(void *fz_arg, int64_t fz_it0, int64_t fz_it1) {{
             }}
 {indent(_phase_copy(x, PW, IW, Wp, SW, Wq), 12)}
         }}
+        }}
+        for (int64_t fz_b = 0; fz_b < fz_nb; fz_b++) {{
+        int64_t fz_it = fz_ib + fz_b, fz_g = fz_it % {g.G}, fz_n = fz_it / {g.G};
+        const float *fz_plb = fz_pl + fz_b * {g.Cg * plane};
+        (void)fz_n;
         for (int64_t fz_mm = 0; fz_mm < {g.Mg}; fz_mm++) {{
             int64_t fz_oc = fz_g * {g.Mg} + fz_mm;
             const float *fz_w = A->{name}_w + fz_oc * {taps};
             float fz_bias = {bias_at("fz_oc")};
-            for (int64_t fz_od = 0; fz_od < {OD}; fz_od++) {{
-{indent(rows_loop, 12)}
-            }}
-            {plane_epi}
+            (void)fz_bias;
+{indent(plane_call if flat else conv_loops, 12)}
         }}
+        }}
+        {plane_loop}
     }}
     free(fz_pl);
     {"free(fz_op);" if flat else ""}

@@ -138,6 +138,13 @@ def gemm(name: str, *, batch: list[int], M: int, N: int, K: int, target,
     nmi = 1 if b_outer else nm
     ng = max(1, min(cdiv(N, nr), cdiv(want, nbatch * nmi)))
     ngs = rup(cdiv(N, ng), nr)
+    # Narrower groups when they even out the threads' shares: 10 strips in groups of 2 are 5
+    # items, 3 + 2 on two cores; in groups of 1 they are 5 + 5 (EfficientNet's 1x1 convs at 7x7
+    # have 4-10 strips in all). Shares counted in strips, ties to the wider groups.
+    cores = max(1, target.cores)
+    strips = cdiv(N, nr)
+    share = lambda q: cdiv(nbatch * nmi * cdiv(strips, q), cores) * q  # noqa: E731
+    ngs = nr * min(range(ngs // nr, 0, -1), key=lambda q: (share(q), -q))
     ng = cdiv(N, ngs)
     nc = min(nc, ngs)
     items = nbatch * nmi * ng
