@@ -1,6 +1,7 @@
 """`fusion fuzz`: differential testing against onnxruntime.
 
     fusion fuzz --graphs 200 --seed 0           random graphs, whole pipeline vs onnxruntime
+    fusion fuzz --control --graphs 100          random models with Loop / If, C backend vs onnxruntime
     fusion fuzz importer --execs 2000           mutated ONNX bytes through the importer
     fusion fuzz sanitize zoo:tinybert:small     generated C under ASan + UBSan
 """
@@ -26,6 +27,10 @@ def register(sub) -> None:
     p.add_argument("--save", metavar="DIR", help="write each shrunk failure as DIR/fuzz_<seed>_<ops>.onnx")
     p.add_argument("--no-shrink", action="store_true", help="report failures as found")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--control", action="store_true",
+                   help="models with control flow (Loop, If; fusion/fuzz/control.py), one compiled library "
+                        "each; --batch and --max-nodes do not apply; failures are reduced by switching "
+                        "features off")
     p.set_defaults(func=_cmd_graphs)
     fsub = p.add_subparsers(dest="fuzz_command", metavar="{importer,sanitize}")
 
@@ -53,6 +58,8 @@ def _cmd_graphs(args) -> int:
     from fusion.cliutil import print_json
     from fusion.fuzz import campaign
     _positive(args.graphs, "--graphs")
+    if args.control:
+        return _cmd_control(args)
     _positive(args.batch, "--batch")
     if args.max_nodes < 2:
         raise FusionError(f"--max-nodes must be at least 2, got {args.max_nodes}")
@@ -68,6 +75,27 @@ def _cmd_graphs(args) -> int:
             print(f"  seed {f['seed']}: {f['kind']}: {f['message'][:200]}")
             if "shrunk_ops" in f:
                 print(f"    shrunk to {' -> '.join(f['shrunk_ops'])}" + (f"  ({f['file']})" if f.get("file") else ""))
+    return 1 if res.failures else 0
+
+
+def _cmd_control(args) -> int:
+    from fusion.cliutil import print_json
+    from fusion.fuzz import control
+    res = control.run(args.graphs, seed=args.seed, save_dir=args.save, do_reduce=not args.no_shrink, log=_log)
+    if args.json:
+        print_json(res.to_json())
+        return 1 if res.failures else 0
+    kinds = ("pass", "mismatch", "crash", "refusal", "skip", "invalid")
+    counts = ", ".join(f"{res.counts.get(k, 0)} {k}" for k in kinds)
+    print(f"{res.models} control-flow models (seeds {args.seed}..{args.seed + args.graphs - 1}): {counts} "
+          f"in {res.seconds:.0f}s")
+    for r, n in sorted(res.refusals.items(), key=lambda kv: -kv[1]):
+        print(f"  refused {n}x: {r}")
+    for f in res.failures:
+        print(f"  seed {f['seed']}: {f['kind']}: {f['message'][:200]}")
+        if "features_left" in f:
+            print(f"    still fails with only: {' '.join(f['features_left'])}"
+                  + (f"  ({f['file']})" if f.get("file") else ""))
     return 1 if res.failures else 0
 
 

@@ -310,21 +310,44 @@ def value_symbol(v, k: int):
     return sympy.Symbol(f"val_{re.sub(r'[^A-Za-z0-9_]', '_', v.name)}_{k}", integer=True)
 
 
+def _reinfer_body(body) -> None:
+    """Infer a Loop body's shapes again after its inputs changed; values folded
+    from the old input shapes (Shape of a carried value) are dropped first."""
+    for bn in body.nodes:
+        for v in bn.outputs:
+            v.known = None
+    for bn in body.nodes:
+        infer_node(bn, prefer_existing=False)
+
+
 def loop_carried_dims(graph) -> None:
-    """A loop-carried value whose shape changes from one iteration to the next
-    (a Concat appending one row per iteration) gets a symbol for each changing
-    dim of the body input, and the body's shapes are inferred again from it,
-    so the body output reads `K + 1` where the first inference saw 0 -> 1."""
+    """Loop body inputs get their shapes from the values they carry: a declared
+    shape that is missing, of another rank or with named dims takes the initial
+    value's dims; then a carried value whose shape changes from one iteration to
+    the next (a Concat appending one row per iteration) gets a symbol for each
+    changing dim, and the body's shapes are inferred again from it, so the body
+    output reads `K + 1` where the first inference saw 0 -> 1."""
     import sympy
     for n in graph.nodes:
         if n.op != "Loop":
             continue
         body = n.attrs["body"]
+        fixed = False
+        for k in range(len(n.inputs) - 2):
+            v0, vin = n.inputs[2 + k], body.inputs[2 + k]
+            if v0 is None or v0.shape is None:
+                continue
+            if vin.shape is None or len(vin.shape) != len(v0.shape):
+                new = tuple(v0.shape)
+            else:
+                new = tuple(x if isinstance(x, (int, np.integer)) else y for x, y in zip(vin.shape, v0.shape))
+            if vin.shape is None or tuple(map(str, new)) != tuple(map(str, vin.shape)):
+                vin.shape, fixed = new, True
+        if fixed:
+            _reinfer_body(body)
         changed = False
         for k in range(len(n.inputs) - 2):
-            v0, vin, vout = n.inputs[2 + k], body.inputs[2 + k], body.outputs[1 + k]
-            if vin.shape is None:
-                vin.shape = v0.shape
+            vin, vout = body.inputs[2 + k], body.outputs[1 + k]
             if vin.shape is None or vout.shape is None or len(vin.shape) != len(vout.shape):
                 continue
             new = []
@@ -335,8 +358,7 @@ def loop_carried_dims(graph) -> None:
                 new.append(x)
             vin.shape = tuple(new)
         if changed:
-            for bn in body.nodes:
-                infer_node(bn, prefer_existing=False)
+            _reinfer_body(body)
 
 
 def resolve_value_dims(graph) -> dict:
