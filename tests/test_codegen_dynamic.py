@@ -387,3 +387,19 @@ def test_resize_sizes_read_from_data():
     # NaN survives Clip; its Cast is no size (onnxruntime fails too): a clean error, no crash
     with pytest.raises(FusionError, match="hh.*outside"):
         mod.run({"x": np.array([np.nan, 0, 0], np.float32)})
+
+
+def test_reduce_mean_over_run_time_dim_divides_by_the_actual_count():
+    # rows = x[p] as [n, 1] scaled to [n, 3]; means over the run-time axis, the static one, and both
+    nodes = NZ + [h.make_node("Squeeze", ["p", "ax0"], ["q"]), h.make_node("Gather", ["x", "q"], ["xs"], axis=0),
+                  h.make_node("Unsqueeze", ["xs", "ax1"], ["col"]), h.make_node("Mul", ["col", "w"], ["rows"]),
+                  h.make_node("ReduceMean", ["rows"], ["m0"], axes=[0], keepdims=1),
+                  h.make_node("ReduceMean", ["rows"], ["m1"], axes=[1], keepdims=0),
+                  h.make_node("ReduceMean", ["rows"], ["mall"], keepdims=0)]
+    m = model(nodes, [("x", F, [12])], [("m0", F), ("m1", F), ("mall", F)],
+              NZ_INITS + [i64("ax0", [0]), i64("ax1", [1]), f32("w", [[1.0, -2.0, 0.5]])])
+    mod = run_cases(m, seeds=range(1, 6))
+    # nothing selected: onnxruntime's mean over no elements is 0
+    feeds = feeds_for(0)
+    got, exp = mod.run(feeds), run_onnxruntime(m, feeds)
+    assert compare(got, exp).ok and got["m1"].shape == exp["m1"].shape == (0,)

@@ -266,6 +266,31 @@ class DynInfo:
             res = E.select(E.binary("eq", index[0], j), dims[j], res)
         return E.cast(res, "int64")
 
+    def _lower_ReduceMean(self, p, index, read, k):
+        """The masked sum over the actual elements, divided by their actual count."""
+        from fusion.ops.reduce import reduce_axes, runtime_axes
+        x = p.inputs[0]
+        if runtime_axes(p) or not x.dtype.name.startswith("float"):
+            return None
+        axes = reduce_axes(p)
+        if not any(self.is_dyn(x, a) for a in axes):
+            return None   # the count is static: the op's own lowering
+        reads: list = []
+
+        def rec(i, idx):
+            val = read(i, idx)
+            if p.inputs[i] is not None and id(p.inputs[i]) in self.sym_shapes:
+                reads.append((p.inputs[i], list(idx), val))
+            return val
+        e = self._mask_reductions(p, p.opdef.lower(p, index, rec, k), reads, allowed=True)
+        if not (isinstance(e, E.Bin) and e.op == "div" and isinstance(e.b, E.Const)):
+            self.fail(p, "reduces over a dimension known only at run time")
+        cnt = E.Const(1)
+        for a in axes:
+            cnt = cnt * self.size(x, a)
+        # the mean of no elements: onnxruntime gives 0 (its sum over a count of 1)
+        return E.binary("div", e.a, E.cast(E.binary("max", cnt, E.Const(1)), e.dtype))
+
     def _lower_Size(self, p, index, read, k):
         x = p.inputs[0]
         res = E.Const(1)
