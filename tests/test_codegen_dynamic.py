@@ -127,9 +127,9 @@ def test_reshape_keeping_the_padded_layout():
 
 
 def test_unsupported_use_of_a_run_time_dim_is_one_clear_line():
-    # ReduceMean divides by the number of terms: not maskable; refused, naming the node
+    # MeanVarianceNormalization divides by the number of terms: not masked yet; refused, naming the node
     m = model(NZ + [h.make_node("Cast", ["p"], ["c"], to=F),
-                    h.make_node("ReduceMean", ["c"], ["z"], axes=[1], keepdims=0, name="mean_of_positions")],
+                    h.make_node("MeanVarianceNormalization", ["c"], ["z"], axes=[1], name="mean_of_positions")],
               [("x", F, [12])], [("z", F)], NZ_INITS)
     with pytest.raises(UnsupportedOpError) as e:
         fusion.compile(fusion.load(m), threads=1, profile_db=False)
