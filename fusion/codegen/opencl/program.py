@@ -144,6 +144,12 @@ class OpenCLEmitter(ModelEmitter):
         the C model_run between kernels; here the host runs such blocks (numpy
         gives them their actual shapes)."""
         import sympy
+        for n in b.nodes:
+            if n.op == "ScatterElements":
+                # the C backend's direct scatter has no kernel form here; the loop nest's
+                # search over run-time indices gave wrong rows on PoCL (mask-rcnn's RoI pooler)
+                raise UnsupportedOpError(f"block {b.name}: ScatterElements over sizes decided at run time runs on "
+                                         f"the host")
         srcs = getattr(self.graph, "value_sources", None) or {}
         for v in dynamic:
             for d in v.shape:
