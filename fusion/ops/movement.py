@@ -583,8 +583,10 @@ def _taps(M, o, in_len, out_len, scale, rs, re_, attrs):
     def lf(v, k=1.0):   # a length (times k) as float32
         return _len_f(v, k) if rt else M.f(v * k if k != 1.0 else v)
 
-    def ratio(a, b):    # (in-1)/(out-1): folded when static; guarded against out == 1 (not taken) when not
-        return M.f(a / b) if not rt else _len_f(a) / _len_f(E.binary("max", E.wrap(b), 1))
+    def over(v, a, b):  # v * (in-1) / (out-1) in onnxruntime's order (the product first: 23 * 7 / 23 is 7,
+        # 23 * (7 / 23) is 6.9999995, which nearest/floor turns into the pixel before); guarded
+        # against out == 1 (the branch not taken) when the sizes are known only at run time
+        return v * M.f(a) / M.f(b) if not rt else v * _len_f(a) / _len_f(E.binary("max", E.wrap(b), 1))
 
     def if_long(then, other):   # then() if out_len > 1 else other()
         if not rt:
@@ -594,7 +596,7 @@ def _taps(M, o, in_len, out_len, scale, rs, re_, attrs):
     if ct == "asymmetric":
         x = of / sc
     elif ct == "align_corners":
-        x = if_long(lambda: of * ratio(in_len - 1, out_len - 1), lambda: of * M.f(0))
+        x = if_long(lambda: over(of, in_len - 1, out_len - 1), lambda: of * M.f(0))
     elif ct == "pytorch_half_pixel":
         x = if_long(lambda: (of + half) / sc - half, lambda: of * M.f(0))
     elif ct == "half_pixel_symmetric":
@@ -602,7 +604,7 @@ def _taps(M, o, in_len, out_len, scale, rs, re_, attrs):
         off = lf(in_len, 0.5) * (M.f(1) - adj)
         x = off + (of + half) / sc - half
     elif ct == "tf_crop_and_resize":
-        x = if_long(lambda: M.f(rs) * lf(in_len - 1) + of * (M.f(re_) - M.f(rs)) * ratio(in_len - 1, out_len - 1),
+        x = if_long(lambda: M.f(rs) * lf(in_len - 1) + over(of * (M.f(re_) - M.f(rs)), in_len - 1, out_len - 1),
                     lambda: of * M.f(0) + M.f(0.5) * (M.f(rs) + M.f(re_)) * lf(in_len - 1))
     elif ct == "half_pixel":
         x = (of + half) / sc - half
