@@ -566,12 +566,8 @@ class ModelEmitter:
         kernels run under a guard on the condition, then its outputs are copied
         into the If's (allocated at the larger capacity; run-time dims of the If
         outputs take the taken branch's actual sizes)."""
-        from fusion.plan import plan as make_plan
         node = b.nodes[0]
         cond = node.inputs[0]
-        for _, sg in node.attrs.items():
-            if hasattr(sg, "nodes"):
-                sg.value_sources = getattr(self.graph, "value_sources", None) or {}
         c = self.constval(cond)
         fns: list[Function] = []
         branches = [("then", node.attrs["then_branch"], True), ("else", node.attrs["else_branch"], False)]
@@ -591,15 +587,7 @@ class ModelEmitter:
                     caps.append(self.shape_of_deferred(sg.outputs[j], d, sg))
                 self.define_dim(dim, max(caps) if caps else 0)
         for tag, sg, want in branches:
-            sub = make_plan(sg, self.target, profile_db=False)
-            body: list[Function] = []
-            self._nest += 1
-            try:
-                for sb in sub.blocks:
-                    sb.id = f"{b.id}_{tag}{sb.id}"
-                    body.extend(self.lower_marked(sb))
-            finally:
-                self._nest -= 1
+            body = self._lower_subgraph(sg, f"{b.id}_{tag}")
             for j, v in enumerate(node.outputs):
                 if v in outs:
                     body.append(self._copy_fn(f"{b.name}_{tag}_out{j}", sg.outputs[j], v))
@@ -623,7 +611,6 @@ class ModelEmitter:
         the trip count's bound, and checked at run time."""
         import sympy
         from fusion.ops.control import _loop_counts
-        from fusion.plan import plan as make_plan
         node = b.nodes[0]
         body = node.attrs["body"]
         n_c, n_s = _loop_counts(node)
@@ -700,15 +687,7 @@ class ModelEmitter:
             lines.append(f"*a.{self.cname(body.inputs[1])} = {cv};")
         fns.append(self._control_fn(f"{b.name}_head", [M], outs_head, "\n".join(lines)))
         appends = self._loop_appends(node, n_c)
-        body.value_sources = getattr(self.graph, "value_sources", None) or {}
-        sub = make_plan(body, self.target, profile_db=False)
-        self._nest += 1
-        try:
-            for sb in sub.blocks:
-                sb.id = f"{b.id}_body{sb.id}"
-                fns.extend(self.lower_marked(sb))
-        finally:
-            self._nest -= 1
+        fns.extend(self._lower_subgraph(body, f"{b.id}_body"))
         cout = body.outputs[0]
         fns.append(self._control_fn(f"{b.name}_cond", [cout], [], f"{cv} = {self._scalar_read(cout)} ? 1 : 0;"))
         for k in range(n_c):
@@ -759,46 +738,47 @@ class ModelEmitter:
 
     def _append_fn(self, name: str, src: Value, dst: Value) -> Function:
         """dst (carried, run-time rows K) gets src's rows appended at row K, in place."""
-        self._copies = True
-        bufs = self.buffers_for({self.cname(src): src}, [dst])
-        fn = Function(name, bufs, [], [], [], raw_body="", schedule="rows appended to a loop-carried value")
-        sc, dc = self.shape_of(src), self.shape_of(dst)
-        rank = len(sc)
+        dc = self.shape_of(dst)
         k = self.dim_var(dst.shape[0])
-        have = self.runtime_dims(dst)
-        row = int(np.prod(dc[1:])) * dst.dtype.itemsize
         msg = _c_str(f"{name}: '{src.name}' does not fit the rows of '{dst.name}' {list(dc)}")
-        fn.run_inline = "\n".join([
-            f"static const int64_t fz_sc[] = {{{', '.join(map(str, sc))}}};",
-            f"static const int64_t fz_dc[] = {{{', '.join(map(str, dc))}}};",
-            f"const int64_t fz_n[] = {{{', '.join(self.runtime_dims(src))}}};",
-            f"const int64_t fz_have[] = {{{', '.join(have)}}};",
+        return self._copy_step(name, src, dst, "rows appended to a loop-carried value", dc, [
+            f"const int64_t fz_have[] = {{{', '.join(self.runtime_dims(dst))}}};",
             f"if ({k} + fz_n[0] > fz_dc[0]) {{ fz_set_error(\"{msg}\"); return -1; }}",
-            f"for (int q = 1; q < {rank}; ++q) if (fz_n[q] != fz_have[q]) {{ fz_set_error(\"{msg}\"); return -1; }}",
-            f"fz_dyn_copy((char *)a.{self.cname(dst)} + {k} * {row}, a.{self.cname(src)}, {dst.dtype.itemsize}, "
-            f"{rank}, fz_n, fz_sc, fz_dc);",
-            f"{k} += fz_n[0];"])
-        return fn
+            f"for (int q = 1; q < {len(dc)}; ++q) if (fz_n[q] != fz_have[q]) {{ fz_set_error(\"{msg}\"); return -1; }}"],
+            offset=f"{k} * {int(np.prod(dc[1:])) * dst.dtype.itemsize}", after=[f"{k} += fz_n[0];"])
 
     def _scan_fn(self, name: str, src: Value, dst: Value, it: str) -> Function:
         """Row `it` of scan output dst = this iteration's src (padded layouts)."""
+        dc = self.shape_of(dst)[1:]
+        if len(dc) != len(src.shape):
+            raise UnsupportedOpError(f"{name}: scan output '{dst.name}' does not have one more dim than '{src.name}'")
+        return self._copy_step(name, src, dst, "row of a Loop scan output", dc,
+                               [self._fits(name, src, f"a row of '{dst.name}' {list(dc)}")],
+                               offset=f"{it} * {int(np.prod(dc)) * dst.dtype.itemsize}")
+
+    def _copy_step(self, name: str, src: Value, dst: Value, schedule: str, dc, checks=(), offset=None,
+                   after=()) -> Function:
+        """A model_run step copying src's actual extents (its padded layout) into dst's
+        layout dc (capacity), `offset` bytes into dst when given; `checks` run before
+        the copy (they see fz_n, src's actual dims, and fz_dc), `after` after it."""
         self._copies = True
         bufs = self.buffers_for({self.cname(src): src}, [dst])
-        fn = Function(name, bufs, [], [], [], raw_body="", schedule="row of a Loop scan output")
-        sc, dc = self.shape_of(src), self.shape_of(dst)[1:]
-        rank = len(sc)
-        if len(dc) != rank:
-            raise UnsupportedOpError(f"{name}: scan output '{dst.name}' does not have one more dim than '{src.name}'")
-        row = int(np.prod(dc)) * dst.dtype.itemsize
-        fn.run_inline = "\n".join([
-            f"static const int64_t fz_sc[] = {{{', '.join(map(str, sc)) or '0'}}};",
-            f"static const int64_t fz_dc[] = {{{', '.join(map(str, dc)) or '0'}}};",
-            f"const int64_t fz_n[] = {{{', '.join(self.runtime_dims(src)) or '0'}}};",
-            f"for (int q = 0; q < {rank}; ++q) if (fz_n[q] > fz_dc[q]) {{ fz_set_error(\"{_c_str(name)}: '"
-            f"{_c_str(src.name)}' is larger than a row of '{_c_str(dst.name)}' {list(dc)}\"); return -1; }}",
-            f"fz_dyn_copy((char *)a.{self.cname(dst)} + {it} * {row}, a.{self.cname(src)}, {dst.dtype.itemsize}, "
-            f"{rank}, fz_n, fz_sc, fz_dc);"])
+        fn = Function(name, bufs, [], [], [], raw_body="", schedule=schedule)
+        sc = self.shape_of(src)
+        to = f"a.{self.cname(dst)}" if offset is None else f"(char *)a.{self.cname(dst)} + {offset}"
+        fn.run_inline = "\n".join(
+            [f"static const int64_t fz_sc[] = {{{', '.join(map(str, sc)) or '0'}}};",
+             f"static const int64_t fz_dc[] = {{{', '.join(map(str, dc)) or '0'}}};",
+             f"const int64_t fz_n[] = {{{', '.join(self.runtime_dims(src)) or '0'}}};"]
+            + list(checks)
+            + [f"fz_dyn_copy({to}, a.{self.cname(src)}, {dst.dtype.itemsize}, {len(sc)}, fz_n, fz_sc, fz_dc);"]
+            + list(after))
         return fn
+
+    def _fits(self, name: str, src: Value, where: str) -> str:
+        """C check: src's actual dims (fz_n) within the capacity fz_dc, else model_run fails."""
+        return (f"for (int q = 0; q < {len(src.shape)}; ++q) if (fz_n[q] > fz_dc[q]) {{ fz_set_error(\"{_c_str(name)}: "
+                f"'{_c_str(src.name)}' is larger than {_c_str(where)}\"); return -1; }}")
 
     def _scalar_read(self, v: Value) -> str:
         """C expression of a scalar input of a control step: a literal when known."""
@@ -816,6 +796,22 @@ class ModelEmitter:
         fn = Function(name, bufs, [], [], [], raw_body="", schedule="control flow")
         fn.run_inline = code
         return fn
+
+    def _lower_subgraph(self, sg, prefix: str) -> list[Function]:
+        """An If branch or a Loop body, planned like a model of its own (keeping the
+        tensors that size others stored) and lowered inside the enclosing control flow."""
+        from fusion.plan import plan as make_plan
+        sg.value_sources = getattr(self.graph, "value_sources", None) or {}
+        sub = make_plan(sg, self.target, profile_db=False)
+        fns: list[Function] = []
+        self._nest += 1
+        try:
+            for sb in sub.blocks:
+                sb.id = f"{prefix}{sb.id}"
+                fns.extend(self.lower_marked(sb))
+        finally:
+            self._nest -= 1
+        return fns
 
     def shape_of_deferred(self, v: Value, d: int, sg) -> int:
         """Capacity of dim d of a branch output (its run-time dims are decided
@@ -846,26 +842,12 @@ class ModelEmitter:
         """dst = src element by element over src's actual extents, each in its
         own padded layout; dst's run-time dims take src's actual sizes (check:
         fail when they exceed dst's capacity)."""
-        self._copies = True
-        bufs = self.buffers_for({self.cname(src): src}, [dst])
-        fn = Function(name, bufs, [], [], [], raw_body="", schedule="copy of a branch output")
-        rank = len(src.shape)
-        sc, dc = self.shape_of(src), self.shape_of(dst)
-        dims = self.runtime_dims(src)
-        lines = [f"static const int64_t fz_sc[] = {{{', '.join(map(str, sc)) or '0'}}};",
-                 f"static const int64_t fz_dc[] = {{{', '.join(map(str, dc)) or '0'}}};",
-                 f"const int64_t fz_n[] = {{{', '.join(dims) or '0'}}};"]
-        if check:
-            lines.append(f"for (int q = 0; q < {rank}; ++q) if (fz_n[q] > fz_dc[q]) {{ fz_set_error(\"{_c_str(name)}: "
-                         f"'{_c_str(src.name)}' is larger than the capacity of '{_c_str(dst.name)}' "
-                         f"{list(dc)}\"); return -1; }}")
-        lines += [f"fz_dyn_copy(a.{self.cname(dst)}, a.{self.cname(src)}, {dst.dtype.itemsize}, {rank}, fz_n, fz_sc, fz_dc);"]
         import sympy
-        for d, dim in enumerate(dst.shape):
-            if not isinstance(dim, (int, np.integer)) and isinstance(sympy.sympify(dim), sympy.Symbol):
-                lines.append(f"{self.dim_var(dim)} = fz_n[{d}];")
-        fn.run_inline = "\n".join(lines)
-        return fn
+        dc = self.shape_of(dst)
+        checks = [self._fits(name, src, f"the capacity of '{dst.name}' {list(dc)}")] if check else []
+        sets = [f"{self.dim_var(dim)} = fz_n[{d}];" for d, dim in enumerate(dst.shape)
+                if not isinstance(dim, (int, np.integer)) and isinstance(sympy.sympify(dim), sympy.Symbol)]
+        return self._copy_step(name, src, dst, "copy of a branch output", dc, checks, after=sets)
 
     def _scatter_fn(self, b: Block) -> Function:
         """ScatterElements over run-time sizes as a direct scatter: copy data, then
