@@ -117,7 +117,7 @@ class ModelEmitter:
         if any(str(x) in self.dyn_lo for x in syms) or expr.has(sympy.Piecewise):
             # sizes read from data: not monotone in each symbol (a Slice start of unknown
             # sign), so interval arithmetic over the symbols' ranges (sound, maybe loose)
-            return max(0, int(self._range_of(expr)[1]))
+            return max(0, _ceil(self._range_of(expr)[1]))
         if len(syms) == 1 and self.dyn[str(syms[0])] <= 1 << 16:
             f = sympy.lambdify(syms, expr, modules=[{"Min": min, "Max": max, "floor": _floor, "ceiling": _ceil}])
             return max(0, max(int(f(k)) for k in range(self.dyn[str(syms[0])] + 1)))
@@ -262,43 +262,11 @@ class ModelEmitter:
 
     def _range_of(self, e):
         """Interval arithmetic of a size formula over its symbols' ranges."""
-        import math
-        import sympy
-        if e.is_Integer or e.is_Rational:
-            return (e, e) if e.is_Integer else (math.floor(e), math.ceil(e))
-        if isinstance(e, sympy.Symbol):
-            return self.dyn_lo.get(str(e), 0), self.dyn[str(e)]
-        if e in (sympy.true, sympy.false):
-            return (int(bool(e)),) * 2
-        rs = [self._range_of(a) for a in e.args] if not isinstance(e, sympy.Piecewise) else None
-        if isinstance(e, sympy.Add):
-            return sum(r[0] for r in rs), sum(r[1] for r in rs)
-        if isinstance(e, sympy.Mul):
-            lo, hi = rs[0]
-            for a, b in rs[1:]:
-                c = [lo * a, lo * b, hi * a, hi * b]
-                lo, hi = min(c), max(c)
-            return lo, hi
-        if isinstance(e, sympy.Min):
-            return min(r[0] for r in rs), min(r[1] for r in rs)
-        if isinstance(e, sympy.Max):
-            return max(r[0] for r in rs), max(r[1] for r in rs)
-        if isinstance(e, sympy.Piecewise):
-            rs = [self._range_of(val) for val, _ in e.args]
-            return min(r[0] for r in rs), max(r[1] for r in rs)
-        if isinstance(e, (sympy.floor, sympy.ceiling)):
-            lo, hi = rs[0]
-            return math.floor(lo), math.ceil(hi)
-        if isinstance(e, sympy.Abs):
-            lo, hi = rs[0]
-            return (0 if lo <= 0 <= hi else min(abs(lo), abs(hi))), max(abs(lo), abs(hi))
-        if isinstance(e, sympy.Pow) and e.exp.is_Integer and int(e.exp) >= 0:
-            lo, hi = rs[0]
-            c = [lo ** int(e.exp), hi ** int(e.exp)]
-            return (0 if lo <= 0 <= hi and int(e.exp) % 2 == 0 else min(c)), max(c)
-        if isinstance(e, sympy.Mod) and rs[1][0] > 0:
-            return 0, rs[1][1] - 1
-        raise UnsupportedOpError(f"run-time size '{e}': no bound for it (the C backend allocates at a bound)")
+        from fusion.ir.intervals import formula_range
+
+        def unbounded(x):
+            raise UnsupportedOpError(f"run-time size '{e}': no bound for '{x}' (the C backend allocates at a bound)")
+        return formula_range(e, lambda x: (self.dyn_lo.get(str(x), 0), self.dyn[str(x)]), unbounded)
 
     def _dyn_refresh(self) -> list[str]:
         """Recompute the formula variables and fz_dims after run-time dims changed."""

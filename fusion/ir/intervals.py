@@ -151,6 +151,60 @@ def _widen(lo, hi, dtype=None):
     return lo - (np.abs(lo) * rel + _ABS), hi + (np.abs(hi) * rel + _ABS)
 
 
+def formula_range(e, symbol: Callable, other: Callable | None = None) -> tuple[float, float]:
+    """Interval arithmetic of a sympy formula of size symbols (Add, Mul, Min, Max,
+    floor, ceiling, Abs, Pow, Mod, Piecewise: the hull of its pieces): sound for
+    formulas that are not monotone in each symbol. symbol(s) gives a symbol's
+    (lo, hi); other(e) the range of anything else (default: ValueError)."""
+    if e.is_Number:
+        return float(e), float(e)
+    if e in (sympy.true, sympy.false):
+        return (float(bool(e)),) * 2
+    if e.is_Symbol:
+        return symbol(e)
+    if isinstance(e, sympy.Piecewise):
+        rs = [formula_range(val, symbol, other) for val, _ in e.args]
+        return min(r[0] for r in rs), max(r[1] for r in rs)
+    known = (sympy.Add, sympy.Mul, sympy.Min, sympy.Max, sympy.floor, sympy.ceiling, sympy.Abs, sympy.Pow,
+             sympy.Mod)
+    if not isinstance(e, known) or isinstance(e, sympy.Pow) and not (e.exp.is_Integer and int(e.exp) >= 0):
+        if other is None:
+            raise ValueError(f"no range for '{e}'")
+        return other(e)
+    args = [formula_range(a, symbol, other) for a in e.args]
+    if isinstance(e, sympy.Add):
+        return sum(a[0] for a in args), sum(a[1] for a in args)
+    if isinstance(e, sympy.Mul):
+        lo, hi = args[0]
+        for a, b in args[1:]:
+            with np.errstate(all="ignore"):
+                p = [x * y for x in (lo, hi) for y in (a, b)]
+            p = [0.0 if math.isnan(x) else x for x in p]
+            lo, hi = min(p), max(p)
+        return lo, hi
+    if isinstance(e, sympy.Min):
+        return min(a[0] for a in args), min(a[1] for a in args)
+    if isinstance(e, sympy.Max):
+        return max(a[0] for a in args), max(a[1] for a in args)
+    if isinstance(e, (sympy.floor, sympy.ceiling)):
+        f = math.floor if isinstance(e, sympy.floor) else math.ceil
+        return tuple(f(x) if abs(x) < INF else x for x in args[0])
+    if isinstance(e, sympy.Abs):
+        lo, hi = args[0]
+        return (0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi))), max(abs(lo), abs(hi))
+    if isinstance(e, sympy.Pow):
+        lo, hi = args[0]
+        n = int(e.exp)
+        c = [lo ** n, hi ** n]
+        return (0.0 if lo <= 0 <= hi and n % 2 == 0 else min(c)), max(c)
+    # Mod
+    if args[1][0] > 0:
+        return 0.0, args[1][1] - 1
+    if other is None:
+        raise ValueError(f"no range for '{e}'")
+    return other(e)
+
+
 def _dtype_range(dtype) -> Interval:
     dt = np.dtype(dtype) if dtype is not None else None
     if dt is None or dt.kind in "fcO":
@@ -332,30 +386,7 @@ class _Analysis:
                         self.res.dims[d] = (lo, hi)
 
     def _dim_expr(self, e) -> tuple[float, float]:
-        if e.is_Number:
-            return float(e), float(e)
-        if e.is_Symbol:
-            return self.symbol(e)
-        args = [self._dim_expr(a) for a in e.args]
-        if isinstance(e, sympy.Add):
-            return sum(a[0] for a in args), sum(a[1] for a in args)
-        if isinstance(e, sympy.Mul):
-            lo, hi = args[0]
-            for a, b in args[1:]:
-                with np.errstate(all="ignore"):
-                    p = [x * y for x in (lo, hi) for y in (a, b)]
-                p = [0.0 if math.isnan(x) else x for x in p]
-                lo, hi = min(p), max(p)
-            return lo, hi
-        if isinstance(e, sympy.Min):
-            return min(a[0] for a in args), min(a[1] for a in args)
-        if isinstance(e, sympy.Max):
-            return max(a[0] for a in args), max(a[1] for a in args)
-        if isinstance(e, sympy.floor):
-            return math.floor(args[0][0]) if args[0][0] > -INF else -INF, math.floor(args[0][1]) if args[0][1] < INF else INF
-        if isinstance(e, sympy.ceiling):
-            return math.ceil(args[0][0]) if args[0][0] > -INF else -INF, math.ceil(args[0][1]) if args[0][1] < INF else INF
-        return 0.0, INF
+        return formula_range(e, self.symbol, lambda _: (0.0, INF))   # a size: at least 0
 
     # -- walking ---------------------------------------------------------------
     def walk(self, g) -> None:
