@@ -871,7 +871,8 @@ class ModelEmitter:
         t0 = time.perf_counter()
         g = self.graph
         from fusion.ir.shape_infer import resolve_value_dims
-        resolve_value_dims(g)   # sizes that are run-time values of shape arithmetic get formulas
+        if not hasattr(g, "value_sources"):   # not yet done before planning (driver.planned_graph)
+            resolve_value_dims(g)   # sizes that are run-time values of shape arithmetic get formulas
         for v in g.inputs:
             if not v.is_static:
                 raise UnsupportedOpError(f"input '{v.name}' has open dimensions {list(v.shape)}; bind them with "
